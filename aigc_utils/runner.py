@@ -1,0 +1,284 @@
+"""Execute the chapters headless and build the book from the executed copies.
+
+``run``: papermill injects the parameters (``profile``, ``seed``, …), nbclient executes — nbclient, not
+papermill's engine, because it honours the ``raises-exception`` cell tag. Executed copies go to
+``_build/executed/notebooks/<stem>.ipynb`` and metrics to ``_build/metrics/<stem>.json``.
+``build``: Jupyter Book 1.x over a staged copy of the book whose notebooks are the executed copies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+import yaml
+
+from .profiles import resolve_profile
+
+BUILD = Path("_build")
+EXECUTED = BUILD / "executed" / "notebooks"
+METRICS = BUILD / "metrics"
+STAGE = BUILD / "src"
+HTML = BUILD / "html"
+CHECK_TAG = "raises-exception"
+
+
+class RunnerError(RuntimeError):
+    """A failure the runner reports as one line and a non-zero exit."""
+
+
+def toc_notebooks(root: Path = Path(".")) -> list[Path]:
+    """The notebooks listed in ``_toc.yml``, in reading order."""
+    toc = yaml.safe_load((root / "_toc.yml").read_text())
+    found: list[Path] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            entry = node.get("file")
+            if isinstance(entry, str) and entry.startswith("notebooks/"):
+                found.append(root / (entry if entry.endswith(".ipynb") else entry + ".ipynb"))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(toc)
+    return found
+
+
+def resolve_notebook(name: str, root: Path = Path(".")) -> Path:
+    """Accept a path, a stem (``01_deep_learning_basics``) or a chapter number (``01``)."""
+    path = Path(name)
+    if path.suffix == ".ipynb" and path.exists():
+        return path
+    matches = sorted((root / "notebooks").glob(f"{path.stem}*.ipynb"))
+    if len(matches) == 1:
+        return matches[0]
+    known = ", ".join(p.stem for p in sorted((root / "notebooks").glob("*.ipynb")))
+    raise RunnerError(f"no single notebook matches {name!r}; known: {known}")
+
+
+@dataclass
+class RunResult:
+    notebook: Path
+    ok: bool
+    seconds: float
+    message: str = ""
+
+
+def execute_notebook(
+    source: Path, profile: str, parameters: dict[str, object] | None = None, timeout: int = 1800
+) -> RunResult:
+    """Parameterize and execute one notebook; write its executed copy and finish its metrics file."""
+    import papermill.iorw
+    import papermill.parameterize
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+    from tqdm.auto import tqdm
+
+    stem = source.stem
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    METRICS.mkdir(parents=True, exist_ok=True)
+    metrics_file = METRICS / f"{stem}.json"
+    metrics_file.unlink(missing_ok=True)
+    out_path = EXECUTED / f"{stem}.ipynb"
+
+    nb = papermill.iorw.load_notebook_node(str(source))  # also gives every cell a tags list
+    params = {"profile": profile, **(parameters or {})}
+    nb = papermill.parameterize.parameterize_notebook(nb, params)
+    code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    current = {"index": -1}
+    bar = tqdm(total=len(code_cells), desc=f"{stem} [{profile}]", unit="cell", leave=True, file=sys.stdout)
+
+    def on_start(cell: nbformat.NotebookNode, cell_index: int) -> None:
+        current["index"] = cell_index
+
+    def on_done(cell: nbformat.NotebookNode, cell_index: int, execute_reply: object) -> None:
+        bar.update(1)
+
+    os.environ["AIGC_METRICS_DIR"] = str(METRICS.resolve())
+    os.environ["AIGC_PROFILE"] = profile
+    client = NotebookClient(
+        nb,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(source.parent.resolve())}},
+        on_cell_start=on_start,
+        on_cell_executed=on_done,
+    )
+    start = time.perf_counter()
+    ok, message = True, ""
+    try:
+        client.execute()
+    except (CellExecutionError, CellTimeoutError, DeadKernelError) as exc:
+        ok = False
+        index = current["index"]
+        cell_no = code_cells.index(index) + 1 if index in code_cells else "?"
+        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        summary = next((ln for ln in reversed(lines) if re.match(r"^\w*(Error|Exception|Failed)\b", ln)), lines[-1] if lines else type(exc).__name__)
+        message = f"{source}: code cell {cell_no} (cell index {index}) failed: {summary.strip()}"
+    finally:
+        bar.close()
+        seconds = time.perf_counter() - start
+        drop_widget_outputs(nb)
+        nbformat.write(nb, out_path)
+    if ok:
+        if not metrics_file.exists():
+            ok, message = False, f"{source}: ran, but its Results cell wrote no {metrics_file}"
+        else:
+            record = json.loads(metrics_file.read_text())
+            record["seconds"] = round(seconds, 1)
+            record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+            tmp = metrics_file.with_suffix(".part")
+            tmp.write_text(json.dumps(record, indent=2))
+            tmp.replace(metrics_file)
+    elif metrics_file.exists():  # a failed bar: keep the numbers, mark the run
+        record = json.loads(metrics_file.read_text())
+        record["seconds"] = round(seconds, 1)
+        metrics_file.write_text(json.dumps(record, indent=2))
+    return RunResult(source, ok, seconds, message)
+
+
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+def drop_widget_outputs(nb: nbformat.NotebookNode) -> None:
+    """Keep the text form of progress bars: a headless run has no widget state to render, and the widget
+    JavaScript would be loaded from a CDN."""
+    nb.metadata.pop("widgets", None)
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_MIME in data:
+                data.pop(WIDGET_MIME)
+
+
+def run(profile_name: str | None, names: list[str], parameters: dict[str, object] | None = None) -> int:
+    """``aigc-book run``: execute notebooks in order; 0 when all pass, 1 otherwise (each failure named)."""
+    profile = resolve_profile(profile_name).name
+    notebooks = [resolve_notebook(n) for n in names] if names else toc_notebooks()
+    results: list[RunResult] = []
+    for i, nb in enumerate(notebooks, 1):
+        print(f"[{i}/{len(notebooks)}] {nb} (profile {profile})", flush=True)
+        result = execute_notebook(nb, profile, parameters)
+        results.append(result)
+        status = "ok" if result.ok else "FAILED"
+        print(f"    {status} in {result.seconds:.1f} s -> {EXECUTED / nb.name}", flush=True)
+        if not result.ok:
+            print(f"    {result.message}", file=sys.stderr, flush=True)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        print(f"FAILED: {r.message} (partial executed copy kept in {EXECUTED / r.notebook.name})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def pin_outputs(source: Path) -> None:
+    """Copy outputs of ``# NBVAL_CHECK_OUTPUT`` cells from the executed copy into ``source``; strip the rest.
+
+    Use after ``aigc-book run --profile smoke NOTEBOOK`` so nbval has the outputs it compares.
+    """
+    executed = nbformat.read(EXECUTED / source.name, as_version=4)
+    by_id = {c.get("id"): c for c in executed.cells}
+    nb = nbformat.read(source, as_version=4)
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        cell.execution_count = None
+        if "NBVAL_CHECK_OUTPUT" in cell.source and cell.get("id") in by_id:
+            cell.outputs = [o for o in by_id[cell["id"]].outputs if o.get("output_type") != "display_data"]
+            for o in cell.outputs:
+                if o.get("output_type") == "execute_result":
+                    o["execution_count"] = None
+        else:
+            cell.outputs = []
+    nb.metadata.pop("papermill", None)
+    nbformat.write(nb, source)
+
+
+def check_executed(notebooks: list[Path]) -> list[str]:
+    """Problems with executed copies: missing, unexecuted code cells, error outputs outside tagged cells."""
+    problems = []
+    for source in notebooks:
+        path = EXECUTED / source.name
+        if not path.exists():
+            problems.append(f"{path} is missing: run `aigc-book run {source.stem}` first")
+            continue
+        nb = nbformat.read(path, as_version=4)
+        for i, cell in enumerate(nb.cells):
+            if cell.cell_type != "code" or not cell.source.strip():
+                continue
+            tags = cell.metadata.get("tags", [])
+            if cell.execution_count is None:
+                problems.append(f"{path}: cell {i} was never executed")
+            if CHECK_TAG not in tags and any(o.get("output_type") == "error" for o in cell.outputs):
+                problems.append(f"{path}: cell {i} has an error output")
+    return problems
+
+
+_EXTERNAL_SCRIPT = re.compile(r"""<(?:script|link)[^>]+(?:src|href)=["'](?:https?:)?//[^"']+""", re.I)
+
+
+def external_loads(html_root: Path) -> list[str]:
+    """Pages that load a script or stylesheet from outside the book."""
+    bad = []
+    for page in html_root.rglob("*.html"):
+        for match in _EXTERNAL_SCRIPT.finditer(page.read_text(encoding="utf-8", errors="replace")):
+            tag = match.group(0)
+            if "<link" in tag.lower() and not re.search(r"stylesheet|preload|modulepreload", tag, re.I):
+                continue
+            bad.append(f"{page}: {tag[:120]}")
+    return bad
+
+
+def stage_book(root: Path = Path(".")) -> Path:
+    """Copy the book's sources into ``_build/src`` with the executed notebooks and the vendored JS."""
+    from .book import write_generated_pages, vendor_static
+
+    shutil.rmtree(STAGE, ignore_errors=True)
+    STAGE.mkdir(parents=True)
+    for name in ("_config.yml", "_toc.yml", "README.md"):
+        shutil.copy2(root / name, STAGE / name)
+    shutil.copytree(root / "book", STAGE / "book")
+    (STAGE / "notebooks").mkdir()
+    for source in toc_notebooks(root):
+        shutil.copy2(EXECUTED / source.name, STAGE / "notebooks" / source.name)
+    vendor_static(STAGE / "book" / "_static")
+    write_generated_pages(STAGE, METRICS)
+    return STAGE
+
+
+def build(strict: bool = True) -> int:
+    """``aigc-book build``: Jupyter Book (execution off) from the executed copies into ``_build/html``."""
+    notebooks = toc_notebooks()
+    problems = check_executed(notebooks)
+    if problems:
+        for p in problems:
+            print(f"build: {p}", file=sys.stderr)
+        return 1
+    stage = stage_book()
+    cmd = [str(Path(sys.executable).with_name("jupyter-book")), "build", str(stage), "--path-output", str(BUILD / "jb"), "--all"]
+    if strict:
+        cmd += ["-W", "-n", "--keep-going"]
+    print("build:", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd)
+    if done.returncode != 0:
+        print("build: jupyter-book failed (warnings are errors in a strict build); see above", file=sys.stderr)
+        return 1
+    shutil.rmtree(HTML, ignore_errors=True)
+    shutil.copytree(BUILD / "jb" / "_build" / "html", HTML)
+    bad = external_loads(HTML)
+    if bad:
+        for b in bad[:20]:
+            print(f"build: page loads from outside the book: {b}", file=sys.stderr)
+        return 1
+    print(f"build: open {(HTML / 'index.html').resolve()} (or `make serve` and http://localhost:8000)")
+    return 0

@@ -1,0 +1,123 @@
+"""Checks of the built website (run after `aigc-book run` + `aigc-book build`, as `make test` does)."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from aigc_utils.runner import external_loads, toc_notebooks
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+METRICS = ROOT / "_build" / "metrics"
+NOTEBOOKS = toc_notebooks(ROOT)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Cheap chapters whose smoke metrics are compared across two runs with the same seed.
+DETERMINISM = ["01_deep_learning_basics", "09_seed_errata"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def built():
+    assert (HTML / "index.html").exists(), "no _build/html: run `aigc-book run --profile smoke && aigc-book build`"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_page_shows_outputs_and_stamp(nb):
+    page = (HTML / "notebooks" / f"{nb.stem}.html").read_text(encoding="utf-8")
+    assert "cell_output" in page, "rendered page without outputs"
+    assert "Last run:" in page, "missing verified stamp"
+    assert "colab.research.google.com" in page, "missing Colab launch button"
+
+
+def test_dashboard_has_every_chapter_and_no_unrun_one():
+    page = (HTML / "book" / "results.html").read_text(encoding="utf-8")
+    for nb in NOTEBOOKS:
+        assert f"{nb.stem}.html" in page
+    assert "not run" not in page
+
+
+def test_no_page_loads_scripts_from_outside():
+    assert external_loads(HTML) == []
+
+
+class _Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+
+@pytest.fixture(scope="module")
+def server():
+    handler = functools.partial(_Quiet, directory=str(HTML))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert CHROMIUM, "Chromium is missing: make setup installs Debian's chromium (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+        )  # fmt: skip
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, url: str):
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda r: requests.append(r.url))
+    page.goto(url, wait_until="load")
+    return page, requests
+
+
+def test_concept_graph_is_an_svg_and_math_is_typeset(browser, server):
+    page, requests = _open(browser, f"{server}/book/concepts.html")
+    page.wait_for_selector(".mermaid svg", timeout=30000)
+    page.wait_for_selector("mjx-container", timeout=30000)
+    assert all(u.startswith(server) or u.startswith("data:") for u in requests), [u for u in requests if not u.startswith(server)]
+    page.close()
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_chapter_figures_load_offline(browser, server, nb):
+    page, requests = _open(browser, f"{server}/notebooks/{nb.stem}.html")
+    page.wait_for_selector("mjx-container", timeout=30000)
+    images = page.eval_on_selector_all(".cell_output img", "els => els.map(e => [e.complete, e.naturalWidth])")
+    assert images, "no figures on the chapter page"
+    assert all(done and width > 0 for done, width in images)
+    assert page.locator("a[href*='colab.research.google.com']").count() >= 1
+    outside = [u for u in requests if not (u.startswith(server) or u.startswith("data:"))]
+    assert outside == [], outside
+    page.close()
+
+
+def test_smoke_runs_with_the_same_seed_agree(tmp_path):
+    """A second smoke run of a few chapters, with an empty checkpoint cache, gives the same metrics."""
+    shutil.copytree(ROOT / "notebooks", tmp_path / "notebooks")
+    shutil.copy2(ROOT / "_toc.yml", tmp_path / "_toc.yml")
+    env = {**os.environ, "AIGC_CACHE": str(tmp_path / "cache"), "AIGC_OFFLINE": "1"}
+    cmd = [sys.executable, "-m", "aigc_utils.cli", "run", "--profile", "smoke", *DETERMINISM]
+    subprocess.run(cmd, cwd=tmp_path, env=env, check=True)
+    for stem in DETERMINISM:
+        first = json.loads((METRICS / f"{stem}.json").read_text())
+        second = json.loads((tmp_path / "_build" / "metrics" / f"{stem}.json").read_text())
+        for key in ("seconds", "finished_at"):
+            first.pop(key), second.pop(key)
+        assert first == second, stem

@@ -1,0 +1,106 @@
+"""The runner on tiny notebooks: metrics files, failures named by cell, raises-exception honoured."""
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from aigc_utils import cli, runner
+
+
+def _notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    for i, (src, tags) in enumerate(cells):
+        cell = nbformat.v4.new_code_cell(src)
+        cell.id = f"t{i}"
+        if tags:
+            cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+PARAMS = ("profile = None\nseed = 0", ["parameters"])
+RESULTS = (
+    "from aigc_utils.results import record_results\n"
+    "from aigc_utils.profiles import resolve_profile\n"
+    "P = resolve_profile(profile)\n"
+    "record_results('98_tiny', {'answer': 42, 'seed_seen': seed}, ['answer == 42'], P.name, 'cpu')",
+    [],
+)
+
+
+@pytest.fixture()
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("AIGC_METRICS_DIR", raising=False)
+    return tmp_path
+
+
+def test_run_writes_executed_copy_and_metrics(workdir):
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("1/0", ["raises-exception"]), RESULTS])
+    result = runner.execute_notebook(nb, "smoke", {"seed": 7})
+    assert result.ok, result.message
+    record = json.loads((workdir / "_build/metrics/98_tiny.json").read_text())
+    assert record["profile"] == "smoke" and record["answer"] == 42 and record["seed_seen"] == 7
+    assert record["seconds"] > 0 and record["finished_at"] and record["torch"]
+    executed = nbformat.read(workdir / "_build/executed/notebooks/98_tiny.ipynb", as_version=4)
+    assert any(o.get("ename") == "ZeroDivisionError" for o in executed.cells[2].outputs)  # tagged cell kept its error
+
+
+def test_failure_names_notebook_and_cell_and_keeps_partial_copy(workdir):
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("x = 1", []), ("raise ValueError('bad input')", []), RESULTS])
+    result = runner.execute_notebook(nb, "smoke")
+    assert not result.ok
+    assert "98_tiny.ipynb" in result.message and "code cell 4" in result.message and "ValueError" in result.message
+    partial = nbformat.read(workdir / "_build/executed/notebooks/98_tiny.ipynb", as_version=4)
+    assert partial.cells[2].execution_count is not None  # what ran is kept
+    assert not (workdir / "_build/metrics/98_tiny.json").exists()
+
+
+def test_notebook_without_results_cell_fails(workdir):
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("x = 1", [])])
+    result = runner.execute_notebook(nb, "smoke")
+    assert not result.ok and "wrote no" in result.message
+
+
+def test_cli_unknown_profile_is_one_line(capsys):
+    assert cli.main(["run", "--profile", "turbo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "smoke, cpu, gpu, auto" in err
+
+
+def test_cli_run_exit_status_reflects_failure(workdir, capsys):
+    _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("assert False, 'broken'", [])])
+    (workdir / "_toc.yml").write_text("root: intro\nchapters:\n  - file: notebooks/98_tiny\n")
+    assert cli.main(["run", "--profile", "smoke"]) == 1
+    assert "FAILED" in capsys.readouterr().err
+
+
+def test_toc_order_and_name_resolution(workdir):
+    for stem in ("01_a", "02_b"):
+        _notebook(workdir / "notebooks" / f"{stem}.ipynb", [PARAMS])
+    (workdir / "_toc.yml").write_text(
+        "root: intro\nparts:\n  - chapters:\n    - file: notebooks/02_b\n    - file: notebooks/01_a\n"
+    )
+    assert [p.name for p in runner.toc_notebooks()] == ["02_b.ipynb", "01_a.ipynb"]
+    assert runner.resolve_notebook("01").name == "01_a.ipynb"
+    with pytest.raises(runner.RunnerError, match="known"):
+        runner.resolve_notebook("07")
+
+
+def test_check_executed_flags_unexecuted_and_errors(workdir):
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("1/0", [])])
+    runner.execute_notebook(nb, "smoke")
+    problems = runner.check_executed([nb])
+    assert any("never executed" in p for p in problems) or any("error output" in p for p in problems)
+
+
+def test_external_loads_detected(tmp_path):
+    (tmp_path / "a.html").write_text('<script src="https://cdn.example.org/x.js"></script><script src="_static/y.js"></script>')
+    (tmp_path / "b.html").write_text('<a href="https://colab.research.google.com">Colab</a>')
+    bad = runner.external_loads(tmp_path)
+    assert len(bad) == 1 and "cdn.example.org" in bad[0]
