@@ -8,6 +8,7 @@ papermill's engine, because it honours the ``raises-exception`` cell tag. Execut
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -149,17 +150,34 @@ def execute_notebook(
 
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+
+
+def _widget_text(model_id: str, state: dict[str, dict]) -> str | None:
+    """The final text of a tqdm notebook bar (an HBox of HTML, FloatProgress, HTML), from the widget state."""
+    box = state.get(model_id, {}).get("state", {})
+    parts = []
+    for ref in box.get("children", []):
+        child = state.get(str(ref).removeprefix("IPY_MODEL_"), {}).get("state", {})
+        if "value" in child and isinstance(child["value"], str):
+            parts.append(html.unescape(re.sub(r"<[^>]+>", "", child["value"])))
+        elif "max" in child:
+            done = float(child.get("value") or 0) / max(float(child["max"] or 1), 1e-9)
+            parts.append("|" + "█" * round(10 * min(done, 1.0)) + " " * (10 - round(10 * min(done, 1.0))) + "|")
+    return "".join(parts).replace("\u2007", " ").strip() or None
 
 
 def drop_widget_outputs(nb: nbformat.NotebookNode) -> None:
-    """Keep the text form of progress bars: a headless run has no widget state to render, and the widget
+    """Turn progress-bar widgets into their final text: a static page cannot run widgets, and their
     JavaScript would be loaded from a CDN."""
-    nb.metadata.pop("widgets", None)
+    state = nb.metadata.pop("widgets", {}).get(WIDGET_STATE, {}).get("state", {})
     for cell in nb.cells:
         for output in cell.get("outputs", []):
             data = output.get("data", {})
             if WIDGET_MIME in data:
-                data.pop(WIDGET_MIME)
+                text = _widget_text(data.pop(WIDGET_MIME).get("model_id", ""), state)
+                if text:
+                    data["text/plain"] = text
 
 
 def run(profile_name: str | None, names: list[str], parameters: dict[str, object] | None = None) -> int:

@@ -104,3 +104,15 @@ def test_external_loads_detected(tmp_path):
     (tmp_path / "b.html").write_text('<a href="https://colab.research.google.com">Colab</a>')
     bad = runner.external_loads(tmp_path)
     assert len(bad) == 1 and "cdn.example.org" in bad[0]
+
+
+def test_progress_bars_become_their_final_text(workdir):
+    loop = ("from tqdm.auto import tqdm\nfor _ in tqdm(range(30), desc='steps'):\n    pass", [])
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, loop, RESULTS])
+    assert runner.execute_notebook(nb, "smoke").ok
+    executed = nbformat.read(workdir / "_build/executed/notebooks/98_tiny.ipynb", as_version=4)
+    assert "widgets" not in executed.metadata
+    outputs = [o for cell in executed.cells for o in cell.get("outputs", [])]
+    texts = [o["data"]["text/plain"] for o in outputs if "data" in o]
+    assert any("steps: 100%" in t and "30/30" in t for t in texts), texts
+    assert not any(runner.WIDGET_MIME in o.get("data", {}) for o in outputs)
