@@ -3,6 +3,7 @@
 #   make test   — install everything, unit tests + nbval (smoke) + a strict smoke book build
 # Both are idempotent: a second run re-uses the venv, the Debian packages and the assets.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -26,7 +27,7 @@ venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) -e '.[book]'
+	$(PY) -m pip install -q --disable-pip-version-check $(TORCH) -e '.[book]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
 	@touch $@
 
 system-packages:

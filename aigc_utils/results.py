@@ -26,8 +26,13 @@ class QualityBarFailed(AssertionError):
 
 
 def metrics_dir() -> Path:
-    """``AIGC_METRICS_DIR`` (set by the runner), default ``_build/metrics`` under the current folder."""
-    return Path(os.environ.get("AIGC_METRICS_DIR", "_build/metrics"))
+    """``AIGC_METRICS_DIR`` (set by the runner), else ``_build/metrics`` of the book containing the current
+    folder (the nearest parent with a ``_toc.yml``), else ``_build/metrics`` here."""
+    if "AIGC_METRICS_DIR" in os.environ:
+        return Path(os.environ["AIGC_METRICS_DIR"])
+    here = Path.cwd().resolve()
+    root = next((p for p in (here, *here.parents) if (p / "_toc.yml").exists()), here)
+    return root / "_build" / "metrics"
 
 
 def evaluate_bar(bar: str, metrics: Mapping[str, float]) -> bool:

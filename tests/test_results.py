@@ -34,3 +34,11 @@ def test_non_numbers_rejected(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_METRICS_DIR", str(tmp_path))
     with pytest.raises(TypeError):
         results.record_results("99_demo", {"acc": "high"}, [], "cpu", "cpu")
+
+
+def test_default_metrics_dir_is_the_books(tmp_path, monkeypatch):
+    monkeypatch.delenv("AIGC_METRICS_DIR", raising=False)
+    (tmp_path / "_toc.yml").write_text("root: intro\n")
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    assert results.metrics_dir() == tmp_path.resolve() / "_build" / "metrics"
