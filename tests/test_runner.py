@@ -116,3 +116,13 @@ def test_progress_bars_become_their_final_text(workdir):
     texts = [o["data"]["text/plain"] for o in outputs if "data" in o]
     assert any("steps: 100%" in t and "30/30" in t for t in texts), texts
     assert not any(runner.WIDGET_MIME in o.get("data", {}) for o in outputs)
+
+
+def test_pin_keeps_only_checked_outputs_with_a_count(workdir):
+    checked = ("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)", [])
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, checked, ("print('noise')", []), RESULTS])
+    assert runner.execute_notebook(nb, "smoke").ok
+    runner.pin_outputs(nb)
+    pinned = nbformat.read(nb, as_version=4)
+    assert pinned.cells[1].outputs[0]["text"] == "42\n" and pinned.cells[1].execution_count is not None
+    assert pinned.cells[2].outputs == [] and pinned.cells[2].execution_count is None
