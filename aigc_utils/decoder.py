@@ -1,0 +1,526 @@
+r"""A decoder-only Transformer (GPT) to be read — Chapter 05.
+
+One file, nanoGPT-style: a small config dataclass, token + position embeddings, causal multi-head
+self-attention, an MLP, pre-LayerNorm residual blocks and an output head tied to the token embedding.
+The module and parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``, ``h.i.ln_1``,
+``attn.c_attn`` …) so that :func:`from_hf_gpt2` can copy a GPT-2 checkpoint in and the chapter can
+prove, logit for logit, that the hand-written model *is* GPT-2.
+
+The model computes, for a sequence of token ids $x_1 \dots x_T$,
+
+$$
+h^{(0)}_t = W_{\text{te}}[x_t] + W_{\text{pe}}[t], \qquad
+h^{(\ell)} = h' + \operatorname{MLP}(\operatorname{LN}_2(h')),\;
+h' = h^{(\ell-1)} + \operatorname{Attn}(\operatorname{LN}_1(h^{(\ell-1)})),
+$$
+
+$$
+p(x_{t+1} \mid x_{\le t}) = \operatorname{softmax}\big(\operatorname{LN}_f(h^{(L)}_t)\, W_{\text{te}}^\top\big).
+$$
+
+It also has a key/value cache for generation (:meth:`Decoder.generate` with ``use_cache``), attention
+maps for plots (``return_attention``), a character tokenizer and a character-level training loop.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# A layer's cache: keys and values of every position seen so far, each (B, n_head, T_past, head_dim).
+LayerCache = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class DecoderConfig:
+    """Sizes of a :class:`Decoder` (GPT-2 small is 50257 / 1024 / 12 / 12 / 768)."""
+
+    vocab_size: int = 256
+    block_size: int = 256  # the longest context: the number of learned positions
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    dropout: float = 0.0
+    layer_norm_eps: float = 1e-5
+
+    @property
+    def head_dim(self) -> int:
+        """$d_k = d_\\text{model} / n_\\text{head}$."""
+        return self.n_embd // self.n_head
+
+
+@dataclass
+class DecoderOutput:
+    """What :meth:`Decoder.forward` returns."""
+
+    logits: torch.Tensor  # (B, T, vocab) — or (B, 1, vocab) with last_only
+    loss: torch.Tensor | None = None  # mean next-token cross-entropy (nats) when targets are given
+    cache: list[LayerCache] | None = None  # per layer (K, V), when use_cache
+    attentions: list[torch.Tensor] = field(default_factory=list)  # per layer (B, n_head, T, T_total)
+
+
+class CausalSelfAttention(nn.Module):
+    r"""Masked multi-head self-attention (Chapter 05, eq. (1)).
+
+    Each head $i$ projects the input $X \in \mathbb{R}^{T\times d}$ to queries, keys and values
+    $Q_i = XW^Q_i,\ K_i = XW^K_i,\ V_i = XW^V_i$ (one fused ``c_attn`` linear layer makes all three for
+    all heads) and computes
+
+    $$
+    \operatorname{head}_i = \operatorname{softmax}\!\Big(\frac{Q_i K_i^\top}{\sqrt{d_k}} + M\Big) V_i,
+    \qquad
+    M_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t \end{cases}
+    $$
+
+    then concatenates the heads and mixes them with ``c_proj`` ($W^O$).
+
+    *The mask* $M$ makes position $t$ blind to every later position $s > t$: $e^{-\infty} = 0$, so
+    those weights vanish after the softmax. That is what makes the model a *decoder*: training on
+    a whole sequence at once predicts each $x_{t+1}$ from $x_{\le t}$ only, never from the answer.
+
+    *The scaling* $1/\sqrt{d_k}$: if the entries of $q$ and $k$ are independent with mean 0 and
+    variance 1, then $q\cdot k = \sum_{j=1}^{d_k} q_j k_j$ has variance $d_k$. Unscaled, the scores grow
+    with the head size, the softmax saturates to one-hot and its gradient vanishes; dividing by
+    $\sqrt{d_k}$ brings the variance back to 1.
+
+    With a cache the new queries attend to the cached keys/values of all earlier positions plus their
+    own; a query at absolute position $t$ still sees only positions $\le t$.
+    """
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        if config.n_embd % config.n_head:
+            raise ValueError(f"n_embd={config.n_embd} is not divisible by n_head={config.n_head}")
+        self.n_head, self.head_dim = config.n_head, config.head_dim
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)  # W^Q, W^K, W^V of all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)  # W^O
+        self.attn_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def forward(
+        self, x: torch.Tensor, past: LayerCache | None = None, return_attention: bool = False
+    ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
+        """``x``: (B, T, d). Returns (output (B, T, d), this layer's (K, V) incl. ``past``, weights or None)."""
+        B, T, d = x.shape
+        q, k, v = self.c_attn(x).split(d, dim=2)
+        # (B, T, d) -> (B, n_head, T, head_dim): every head attends independently
+        q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)
+            v = torch.cat([past[1], v], dim=2)
+        T_total = k.size(2)
+        scores = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, n_head, T, T_total)
+        # query i sits at absolute position (T_total - T + i) and may see keys 0 .. that position
+        q_pos = torch.arange(T_total - T, T_total, device=x.device).unsqueeze(1)
+        k_pos = torch.arange(T_total, device=x.device).unsqueeze(0)
+        scores = scores.masked_fill(k_pos > q_pos, float("-inf"))
+        weights = F.softmax(scores, dim=-1)
+        y = self.attn_dropout(weights) @ v  # (B, n_head, T, head_dim)
+        y = y.transpose(1, 2).contiguous().view(B, T, d)  # concatenate the heads
+        return self.resid_dropout(self.c_proj(y)), (k, v), (weights if return_attention else None)
+
+
+class MLP(nn.Module):
+    r"""Position-wise feed-forward network: $\operatorname{MLP}(x) = W_2\,\operatorname{GELU}(W_1 x + b_1) + b_2$,
+    hidden size $4d$. GELU in GPT-2's tanh approximation
+    $\tfrac12 x\,(1 + \tanh[\sqrt{2/\pi}\,(x + 0.044715\,x^3)])$ (HF's ``gelu_new``)."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    r"""A pre-LayerNorm residual block: $h' = h + \operatorname{Attn}(\operatorname{LN}_1 h)$,
+    $h'' = h' + \operatorname{MLP}(\operatorname{LN}_2 h')$.
+
+    Normalising *inside* the branch (GPT-2; the 2017 paper normalised after the sum) leaves an
+    un-normalised identity path from the embeddings to the head, which keeps deep stacks trainable
+    without learning-rate warm-up tricks."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.mlp = MLP(config)
+
+    def forward(
+        self, x: torch.Tensor, past: LayerCache | None = None, return_attention: bool = False
+    ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
+        a, present, weights = self.attn(self.ln_1(x), past, return_attention)
+        x = x + a
+        x = x + self.mlp(self.ln_2(x))
+        return x, present, weights
+
+
+class Decoder(nn.Module):
+    """A GPT: embeddings, ``n_layer`` :class:`Block` s, a final LayerNorm and a tied output head."""
+
+    def __init__(self, config: DecoderConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embedding W_te
+        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embedding W_pe
+        self.drop = nn.Dropout(config.dropout)
+        self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
+        self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied: the same matrix reads tokens in and scores them out
+        self.apply(self._init_weights)
+        # GPT-2: scale the residual projections by 1/sqrt(2 L) so the residual stream's variance
+        # does not grow with depth
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Parameters counted once (the tied head adds none)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: list[LayerCache] | None = None,
+        use_cache: bool = False,
+        last_only: bool = False,
+        return_attention: bool = False,
+    ) -> DecoderOutput:
+        r"""``idx`` (B, T) token ids → :class:`DecoderOutput`.
+
+        ``targets`` (B, T): the next tokens; the loss is the mean of $-\log p(x_{t+1}\mid x_{\le t})$.
+        ``cache``: the (K, V) of the positions before ``idx`` (positions continue after them).
+        ``last_only``: score only the last position (all that generation needs).
+        """
+        B, T = idx.shape
+        start = 0 if cache is None else cache[0][0].size(2)
+        if start + T > self.config.block_size:
+            raise ValueError(f"sequence of {start + T} tokens exceeds block_size={self.config.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, d) + (T, d) broadcast
+        presents: list[LayerCache] = []
+        attentions: list[torch.Tensor] = []
+        for i, block in enumerate(self.h):
+            x, present, weights = block(x, None if cache is None else cache[i], return_attention)
+            presents.append(present)
+            if weights is not None:
+                attentions.append(weights)
+        x = self.ln_f(x)
+        if last_only:
+            x = x[:, -1:, :]
+        logits = self.lm_head(x)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return DecoderOutput(logits, loss, presents if use_cache else None, attentions)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        greedy: bool = False,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        r"""Append ``max_new_tokens`` tokens to ``idx`` (B, T), one at a time.
+
+        Without a cache, every step runs the whole sequence so far through the model again, so step
+        $t$ costs $O(t)$ token-passes and $n$ new tokens cost $O(n^2)$. With a cache, the prompt runs
+        once ("prefill") and each later step feeds only the newest token, re-using the keys and values
+        of earlier positions (they never change: position $s$ sees only positions $\le s$) — $O(n)$.
+        The total length must fit in ``block_size`` (no sliding window, so both ways give the same
+        tokens).
+        """
+        if idx.size(1) + max_new_tokens > self.config.block_size:
+            raise ValueError("prompt + max_new_tokens exceeds block_size")
+        cache: list[LayerCache] | None = None
+        step_input = idx
+        for _ in range(max_new_tokens):
+            if use_cache:
+                out = self(step_input, cache=cache, use_cache=True, last_only=True)
+                cache = out.cache
+            else:
+                out = self(idx, last_only=True)
+            logits = out.logits[:, -1, :]
+            if greedy:
+                nxt = logits.argmax(dim=-1, keepdim=True)
+            else:
+                logits = logits / temperature
+                if top_k is not None:
+                    kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, -1:]
+                    logits = logits.masked_fill(logits < kth, float("-inf"))
+                nxt = torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator)
+            idx = torch.cat([idx, nxt], dim=1)
+            step_input = nxt
+        return idx
+
+    @torch.no_grad()
+    def attention_maps(self, idx: torch.Tensor) -> torch.Tensor:
+        """Attention weights for one sequence ``idx`` (T,) or (1, T): (n_layer, n_head, T, T)."""
+        was_training = self.training
+        self.eval()
+        out = self(idx.view(1, -1), return_attention=True)
+        self.train(was_training)
+        return torch.stack([a[0] for a in out.attentions])
+
+
+# --------------------------------------------------------------------------------------------------
+# HF GPT-2 → Decoder
+# --------------------------------------------------------------------------------------------------
+
+
+def config_from_hf_gpt2(hf_config) -> DecoderConfig:  # noqa: ANN001 - transformers.GPT2Config
+    """The :class:`DecoderConfig` of a ``GPT2Config`` (only the standard GPT-2 variants are supported)."""
+    if hf_config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"unsupported activation {hf_config.activation_function!r}")
+    if getattr(hf_config, "n_inner", None) not in (None, 4 * hf_config.n_embd):
+        raise ValueError("only n_inner = 4 * n_embd is supported")
+    if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False) or not getattr(
+        hf_config, "scale_attn_weights", True
+    ):
+        raise ValueError("only the standard 1/sqrt(d_k) attention scaling is supported")
+    return DecoderConfig(
+        vocab_size=hf_config.vocab_size,
+        block_size=hf_config.n_positions,
+        n_layer=hf_config.n_layer,
+        n_head=hf_config.n_head,
+        n_embd=hf_config.n_embd,
+        dropout=0.0,
+        layer_norm_eps=hf_config.layer_norm_epsilon,
+    )
+
+
+def from_hf_gpt2(hf_model) -> Decoder:  # noqa: ANN001 - transformers.GPT2LMHeadModel
+    """Copy the weights of a HF ``GPT2LMHeadModel`` into a new :class:`Decoder` (eval mode).
+
+    The names match one to one, with one catch: HF's GPT-2 keeps OpenAI's ``Conv1D`` layers, whose
+    weight is stored as (in_features, out_features) and applied as $x W + b$, while ``nn.Linear``
+    stores (out_features, in_features) and applies $x W^\\top + b$. So ``c_attn``, ``c_proj`` and
+    ``c_fc`` weights are transposed on the way in; everything else is copied as is.
+    """
+    model = Decoder(config_from_hf_gpt2(hf_model.config))
+    source = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
+    target = model.state_dict()
+    conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+    with torch.no_grad():
+        for name, tensor in target.items():
+            if name not in source:
+                raise KeyError(f"{name} not in the GPT-2 state dict")
+            value = source[name]
+            if name.endswith(conv1d):
+                value = value.t()
+            if value.shape != tensor.shape:
+                raise ValueError(f"{name}: GPT-2 has {tuple(value.shape)}, Decoder wants {tuple(tensor.shape)}")
+            tensor.copy_(value)
+    return model.eval()
+
+
+# --------------------------------------------------------------------------------------------------
+# Characters, data and training
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CharTokenizer:
+    """One id per character; characters unseen when it was built map to ``unk`` (id 0)."""
+
+    chars: list[str]
+    unk: str = "□"
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str], unk: str = "□") -> "CharTokenizer":
+        """Build the vocabulary from training text only (held-out characters become ``unk``)."""
+        seen = sorted(set("".join(texts)) - {unk})
+        return cls([unk, *seen], unk)
+
+    def __post_init__(self) -> None:
+        self.stoi = {c: i for i, c in enumerate(self.chars)}
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.chars)
+
+    def encode(self, text: str) -> list[int]:
+        return [self.stoi.get(c, 0) for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return "".join(self.chars[int(i)] for i in ids)
+
+
+def random_batch(
+    data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``batch_size`` random windows of a 1-D id stream: inputs (B, T) and next-token targets (B, T)."""
+    starts = torch.randint(0, data.numel() - block_size - 1, (batch_size,), generator=generator)
+    x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
+    y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
+    return x, y
+
+
+@torch.no_grad()
+def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
+    """Token-weighted mean next-token NLL (nats) over a whole 1-D stream, cut into non-overlapping windows.
+
+    Every token after the first is predicted exactly once (its context is the window it falls in).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    n_full = (data.numel() - 1) // block_size
+    x_all = data[: n_full * block_size].view(n_full, block_size)
+    y_all = data[1 : n_full * block_size + 1].view(n_full, block_size)
+    total, count = 0.0, 0
+    for i in range(0, n_full, batch_size):
+        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
+        logits = model(x).logits
+        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
+        count += y.numel()
+    rest = data[n_full * block_size :]
+    if rest.numel() > 1:  # the short tail window
+        logits = model(rest[:-1].unsqueeze(0).to(device)).logits[0]
+        total += F.cross_entropy(logits, rest[1:].to(device), reduction="sum").item()
+        count += rest.numel() - 1
+    model.train(was_training)
+    return total / count
+
+
+def ngram_baselines(train: Sequence[int], val: Sequence[int], vocab_size: int, alpha: float = 1.0) -> dict:
+    r"""Held-out NLL (nats/char) of add-$\alpha$ smoothed unigram and bigram models fitted on ``train``.
+
+    $p(c) = \frac{n(c)+\alpha}{N + \alpha V}$, $p(c \mid b) = \frac{n(b,c)+\alpha\,p(c)\,V}{n(b) + \alpha V}$
+    (the bigram backs off towards the unigram). A Transformer that does not beat these has learned nothing
+    beyond character frequencies and pairs."""
+    V = vocab_size
+    uni = Counter(train)
+    N = len(train)
+    p_uni = {c: (uni.get(c, 0) + alpha) / (N + alpha * V) for c in range(V)}
+    bi = Counter(zip(train[:-1], train[1:]))
+    ctx = Counter(train[:-1])
+    nll_uni = -sum(math.log(p_uni[c]) for c in val[1:]) / (len(val) - 1)
+    nll_bi = 0.0
+    for b, c in zip(val[:-1], val[1:]):
+        nll_bi -= math.log((bi.get((b, c), 0) + alpha * p_uni[c] * V) / (ctx.get(b, 0) + alpha * V))
+    return {"unigram": nll_uni, "bigram": nll_bi / (len(val) - 1)}
+
+
+def train_char_lm(
+    model: Decoder,
+    train_data: torch.Tensor,
+    val_data: torch.Tensor,
+    steps: int,
+    batch_size: int,
+    lr: float = 3e-3,
+    weight_decay: float = 0.1,
+    warmup: int = 20,
+    eval_every: int = 50,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, list[float]]:
+    """Train with AdamW, linear warm-up + cosine decay and gradient clipping, for a fixed number of steps.
+
+    Returns ``{"train": per-step loss, "val_step": [...], "val": held-out loss at those steps}``.
+    """
+    from tqdm.auto import tqdm
+
+    device = next(model.parameters()).device
+    block = model.config.block_size
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.99),
+    )
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return lr * (step + 1) / warmup
+        progress_ = (step - warmup) / max(1, steps - warmup)
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
+
+    gen = torch.Generator().manual_seed(seed)
+    history: dict[str, list[float]] = {"train": [], "val_step": [], "val": []}
+    model.train()
+    bar = tqdm(range(steps), desc="training", disable=not progress)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step)
+        x, y = random_batch(train_data, batch_size, block, gen)
+        loss = model(x.to(device), y.to(device)).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        history["train"].append(loss.item())
+        if (step + 1) % eval_every == 0 or step + 1 == steps:
+            history["val_step"].append(step + 1)
+            history["val"].append(stream_loss(model, val_data, block))
+            bar.set_postfix(train=f"{loss.item():.3f}", val=f"{history['val'][-1]:.3f}")
+    model.eval()
+    return history
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    """A seeded generator on ``device`` (``torch.multinomial`` wants one on the tensor's device)."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_generation(
+    model: Decoder, prompt: torch.Tensor, max_new_tokens: int, repeats: int = 3, seed: int = 0
+) -> dict[str, float | torch.Tensor]:
+    """Time :meth:`Decoder.generate` without and with the cache on the same prompt, sampler and seed.
+
+    Fair by construction: the same model, prompt and seeded sampler, both in ``inference_mode``, both
+    score only the last position, one warm-up run each, then the best of ``repeats`` interleaved runs.
+    Returns seconds for each, the speed-up, and both outputs (the caller asserts they are equal).
+    """
+    model.eval()
+    times: dict[bool, list[float]] = {False: [], True: []}
+    outputs: dict[bool, torch.Tensor] = {}
+    with torch.inference_mode():
+        for use_cache in (False, True):  # warm-up
+            model.generate(prompt, 8, use_cache=use_cache, generator=_generator(prompt.device, seed))
+        for _ in range(repeats):
+            for use_cache in (False, True):
+                gen = _generator(prompt.device, seed)
+                _sync(prompt.device)
+                t0 = time.perf_counter()
+                outputs[use_cache] = model.generate(prompt, max_new_tokens, use_cache=use_cache, generator=gen)
+                _sync(prompt.device)
+                times[use_cache].append(time.perf_counter() - t0)
+    t_plain, t_cache = min(times[False]), min(times[True])
+    return {
+        "seconds_no_cache": t_plain,
+        "seconds_cache": t_cache,
+        "speedup": t_plain / t_cache,
+        "out_no_cache": outputs[False],
+        "out_cache": outputs[True],
+    }
