@@ -1,0 +1,97 @@
+"""Chapter 03's offline GAN metrics: FID against the closed form, IS against torchmetrics, coverage."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from aigc_utils.gan_eval import (
+    ClassifierFID,
+    FashionCNN,
+    FeatureExtractor,
+    class_coverage,
+    fashion_classifier,
+    frechet_distance_gaussians,
+    inception_score,
+)
+
+
+class Identity(nn.Module):
+    """A 'feature extractor' that returns its input, so FID sees the raw Gaussian samples."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.num_features = dim
+        self.dummy = nn.Parameter(torch.zeros(1), requires_grad=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
+def test_closed_form_on_commuting_covariances():
+    # diagonal Σ: Tr(Σ1 + Σ2 - 2 sqrt(Σ1 Σ2)) = Σ_i (sqrt(a_i) - sqrt(b_i))^2
+    a, b = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 1.0, 1.0])
+    mu1, mu2 = torch.zeros(3), torch.tensor([1.0, 2.0, 0.0])
+    want = 5.0 + float(((a.sqrt() - b.sqrt()) ** 2).sum())
+    assert frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(want, abs=1e-9)
+
+
+def test_torchmetrics_fid_on_two_gaussians_matches_closed_form():
+    gen = torch.Generator().manual_seed(0)
+    d, n = 4, 40_000
+    mu1, mu2 = torch.zeros(d), torch.tensor([1.0, -1.0, 0.5, 0.0])
+    # a non-diagonal covariance for the second Gaussian: Σ2 = A Aᵀ
+    A = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 1.5, 0.0, 0.0], [0.0, 0.3, 0.8, 0.0], [0.2, 0.0, 0.4, 2.0]])
+    sigma1, sigma2 = torch.eye(d), A @ A.T
+    x1 = mu1 + torch.randn(n, d, generator=gen)
+    x2 = mu2 + torch.randn(n, d, generator=gen) @ A.T
+    want = frechet_distance_gaussians(mu1, sigma1, mu2, sigma2)
+    got = ClassifierFID(Identity(d), x1, batch_size=10_000)(x2)
+    assert want > 2.0
+    assert got == pytest.approx(want, rel=0.03)
+    # and the same set against itself is ~0
+    assert ClassifierFID(Identity(d), x1)(x1) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_inception_score_extremes_and_torchmetrics_parity():
+    # confident and balanced over 10 classes → 10; identical predictions → 1
+    confident = torch.eye(10).repeat(50, 1) * 50.0
+    assert inception_score(confident) == pytest.approx(10.0, rel=1e-6)
+    assert inception_score(torch.randn(1, 10).repeat(500, 1)) == pytest.approx(1.0, abs=1e-9)
+    from torchmetrics.image.inception import InceptionScore
+
+    logits = torch.randn(600, 10, generator=torch.Generator().manual_seed(1)) * 3
+    metric = InceptionScore(feature=Identity(10), splits=1)  # >1 split: torchmetrics shuffles first
+    metric.update(logits)
+    mean, _ = metric.compute()
+    assert inception_score(logits) == pytest.approx(float(mean), rel=1e-5)
+
+
+def test_class_coverage_counts_classes_above_threshold():
+    pred = torch.cat([torch.full((90,), 0), torch.arange(10)])  # class 0: 91 %, the rest 1 % each
+    assert class_coverage(pred) == 1
+    assert class_coverage(torch.arange(1000) % 10) == 10
+    assert class_coverage(pred, min_fraction=0.01) == 10
+
+
+def test_classifier_trains_caches_and_feeds_fid(tmp_cache):
+    gen = torch.Generator().manual_seed(0)
+    # two easy synthetic classes: bright top half vs bright bottom half
+    y = torch.randint(0, 2, (512,), generator=gen)
+    x = torch.rand(512, 1, 28, 28, generator=gen) * 0.3
+    x[y == 0, :, :14] += 0.6
+    x[y == 1, :, 14:] += 0.6
+    train, test = (x[:384], y[:384]), (x[384:], y[384:])
+    model, acc, hit = fashion_classifier(train, test, epochs=1, batch_size=64, channels=(4, 8), num_features=16)
+    assert not hit and acc > 0.9 and isinstance(model, FashionCNN)
+    again, acc2, hit2 = fashion_classifier(train, test, epochs=1, batch_size=64, channels=(4, 8), num_features=16)
+    assert hit2 and acc2 == acc
+    for p, q in zip(model.parameters(), again.parameters()):
+        assert torch.equal(p, q)
+    fid = ClassifierFID(FeatureExtractor(model), test[0])
+    assert fid(test[0]) == pytest.approx(0.0, abs=1e-4)
+    assert fid(torch.rand(128, 1, 28, 28, generator=gen)) > fid(train[0][:128])
+    assert math.isfinite(fid(train[0]))
