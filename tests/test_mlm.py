@@ -1,0 +1,147 @@
+"""Chapter 04's package code: the hand-written BERT masking against transformers' collator, and friends."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from aigc_utils import mlm
+
+TEXTS = [
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
+    "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition, seemed to unite some of the best blessings of existence.",
+    "The family of Dashwood had long been settled in Sussex.",
+    "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement, never took up any book but the Baronetage.",
+] * 20  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return mlm.train_wordpiece(TEXTS, vocab_size=200, min_frequency=1)
+
+
+@pytest.fixture(scope="module")
+def blocks(tokenizer):
+    return mlm.pack_blocks(tokenizer, TEXTS, seq_len=16)
+
+
+def test_split_by_chapter_never_shares_a_chapter():
+    novels = {"a": "\n".join(f"CHAPTER {i}\n\nText of chapter {i}. Another sentence." for i in range(1, 21)),
+              "b": "Front matter.\n\nChapter I\n\nOnly one."}  # fmt: skip
+    chapters = mlm.split_chapters(novels)
+    assert len(chapters) == 21 and all("CHAPTER" not in c.text for c in chapters)
+    train, held = mlm.train_heldout_split(chapters, every=8)
+    assert {(c.novel, c.index) for c in train}.isdisjoint({(c.novel, c.index) for c in held})
+    assert len(held) == 3 and len(train) + len(held) == len(chapters)
+    assert mlm.split_sentences("Mr. Darcy came. She said \"No!\" Then left?  Yes.", min_words=1) == [
+        "Mr. Darcy came.", 'She said "No!"', "Then left?", "Yes."]  # fmt: skip
+
+
+def test_tokenizer_is_bert_style(tokenizer, blocks):
+    ids = tokenizer("It is a truth.")["input_ids"]
+    assert ids[0] == tokenizer.cls_token_id and ids[-1] == tokenizer.sep_token_id
+    assert tokenizer.convert_ids_to_tokens(list(range(5))) == list(mlm.SPECIAL_TOKENS)
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "it is a truth."
+    assert blocks.shape[1] == 16 and (blocks[:, 0] == tokenizer.cls_token_id).all()
+    assert (blocks[:, -1] == tokenizer.sep_token_id).all()
+
+
+def _special(tokenizer, rows: torch.Tensor) -> torch.Tensor:
+    return torch.tensor([tokenizer.get_special_tokens_mask(r, already_has_special_tokens=True) for r in rows.tolist()],
+                        dtype=torch.bool)  # fmt: skip
+
+
+def test_hand_masking_is_identical_to_collator_with_the_same_generator(tokenizer, blocks):
+    """Same random stream, same draws in the same order: the batches must be identical, bit for bit."""
+    from transformers import DataCollatorForLanguageModeling
+
+    collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=7)
+    batch = collator([{"input_ids": r} for r in blocks.tolist()])
+    gen = torch.Generator().manual_seed(7)
+    inputs, labels = mlm.bert_mask(blocks, _special(tokenizer, blocks), len(tokenizer), tokenizer.mask_token_id,
+                                   generator=gen)  # fmt: skip
+    assert torch.equal(inputs, batch["input_ids"]) and torch.equal(labels, batch["labels"])
+
+
+def test_hand_masking_rates_and_label_convention(tokenizer):
+    """On a large batch the rates are 15% selected; 80/10/10 of those; -100 everywhere else."""
+    big = mlm.pack_blocks(tokenizer, TEXTS * 40, seq_len=64)
+    report = mlm.compare_with_collator(tokenizer, big, seed=0)
+    assert report["matches"] == 1.0, report
+    ours = report["ours"]
+    assert abs(ours["selected"] - 0.15) < 0.01 and abs(ours["mask"] - 0.8) < 0.03
+    assert abs(ours["random"] - 0.1) < 0.03 and abs(ours["kept"] - 0.1) < 0.03
+
+
+def test_a_broken_masking_is_caught(tokenizer, monkeypatch):
+    """The parity check is not vacuous: masking 30% instead of 15% must fail it."""
+    big = mlm.pack_blocks(tokenizer, TEXTS * 40, seq_len=64)
+    real = mlm.bert_mask
+    monkeypatch.setattr(mlm, "bert_mask", lambda *a, **k: real(*a, **{**k, "mlm_prob": 0.3}))
+    assert mlm.compare_with_collator(tokenizer, big, seed=0)["matches"] == 0.0
+
+
+def test_denoise_objective_never_shows_mask(tokenizer, blocks):
+    inputs, labels = mlm.corrupt(blocks, tokenizer, mlm.DENOISE, torch.Generator().manual_seed(0))
+    assert not (inputs == tokenizer.mask_token_id).any()
+    assert (labels != mlm.IGNORE_INDEX).any()
+
+
+def test_masked_only_logits_give_the_library_loss(tokenizer, blocks):
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(mlm.tiny_bert_config(len(tokenizer), hidden=32, layers=1, heads=2, seq_len=16)).eval()
+    inputs, labels = mlm.corrupt(blocks, tokenizer, mlm.MLM, torch.Generator().manual_seed(0))
+    logits, targets = mlm.masked_lm_logits(model, inputs, labels)
+    ours = torch.nn.functional.cross_entropy(logits, targets)
+    with torch.no_grad():
+        theirs = model(input_ids=inputs, labels=labels).loss
+    assert math.isclose(ours.item(), theirs.item(), rel_tol=1e-5)
+
+
+def test_pretraining_learns_and_evaluation_is_sane(tokenizer, blocks):
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(mlm.tiny_bert_config(len(tokenizer), hidden=32, layers=1, heads=2, seq_len=16))
+    unigram = mlm.most_frequent_token(blocks)
+    before = mlm.evaluate_mlm(model, blocks, tokenizer, unigram)
+    losses, snap = mlm.pretrain(model, blocks, tokenizer, mlm.MLM, steps=60, batch_size=32, lr=3e-3, warmup=5,
+                                snapshot_at=30)
+    assert len(losses) == 60 and set(snap) == set(model.state_dict())
+    after = mlm.evaluate_mlm(model, blocks, tokenizer, unigram)
+    assert np.mean(losses[-10:]) < np.mean(losses[:10])
+    assert after["perplexity"] < before["perplexity"] and after["accuracy"] > before["accuracy"]
+    assert 0 < after["unigram_accuracy"] < 1
+    top = mlm.fill_mask(model, tokenizer, "it is a [MASK] universally acknowledged.")
+    assert len(top) == 1 and len(top[0][1]) == 5
+
+
+def test_order_task_is_balanced_and_bag_of_words_blind():
+    sentences = [f"word{i} alpha beta gamma delta epsilon zeta eta theta {i}" for i in range(200)]
+    texts, labels = mlm.order_task(sentences, 100, window=4, seed=0)
+    assert labels.sum() == 50 and len(set(texts)) == 100
+    for text, label in zip(texts, labels):
+        words = text.split()
+        original = next(s for s in sentences if sorted(s.split()) == sorted(words))
+        assert (text == original) == bool(label)  # a shuffled sentence has the same bag of words
+
+
+def test_classifier_and_probe_shapes(tokenizer):
+    from transformers import BertModel
+
+    torch.manual_seed(0)
+    encoder = BertModel(mlm.tiny_bert_config(len(tokenizer), hidden=32, layers=1, heads=2, seq_len=64),
+                        add_pooling_layer=False)  # fmt: skip
+    clf = mlm.SentenceClassifier(encoder)
+    data = mlm.encode(tokenizer, TEXTS[:8], max_len=64)
+    assert clf(**data).shape == (8, 2)
+    assert torch.allclose(clf(**data), torch.zeros(8, 2))  # the zero-initialised head starts neutral
+    losses = mlm.finetune(clf, data, torch.tensor([0, 1] * 4), steps=5, lr_body=1e-3, lr_head=1e-2, batch_size=8)
+    assert len(losses) == 5 and mlm.predict(clf, data).shape == (8,)
+    feats = mlm.embed(encoder, data, layers=(-1, 0))
+    assert feats.shape == (8, 64)
