@@ -90,7 +90,7 @@ def _open(browser, url: str):
 def test_concept_graph_is_an_svg_and_math_is_typeset(browser, server):
     page, requests = _open(browser, f"{server}/book/concepts.html")
     page.wait_for_selector(".mermaid svg", timeout=30000)
-    page.wait_for_selector("mjx-container", timeout=30000)
+    page.wait_for_selector("mjx-container", state="attached", timeout=30000)
     assert all(u.startswith(server) or u.startswith("data:") for u in requests), [u for u in requests if not u.startswith(server)]
     page.close()
 
@@ -98,7 +98,7 @@ def test_concept_graph_is_an_svg_and_math_is_typeset(browser, server):
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_chapter_figures_load_offline(browser, server, nb):
     page, requests = _open(browser, f"{server}/notebooks/{nb.stem}.html")
-    page.wait_for_selector("mjx-container", timeout=30000)
+    page.wait_for_selector("mjx-container", state="attached", timeout=30000)
     images = page.eval_on_selector_all(".cell_output img", "els => els.map(e => [e.complete, e.naturalWidth])")
     assert images, "no figures on the chapter page"
     assert all(done and width > 0 for done, width in images)
