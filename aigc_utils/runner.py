@@ -124,7 +124,7 @@ def execute_notebook(
         ok = False
         index = current["index"]
         cell_no = code_cells.index(index) + 1 if index in code_cells else "?"
-        lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+        lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
         summary = next((ln for ln in reversed(lines) if re.match(r"^\w*(Error|Exception|Failed)\b", ln)), lines[-1] if lines else type(exc).__name__)
         message = f"{source}: code cell {cell_no} (cell index {index}) failed: {summary.strip()}"
     finally:

@@ -56,6 +56,7 @@ def test_failure_names_notebook_and_cell_and_keeps_partial_copy(workdir):
     result = runner.execute_notebook(nb, "smoke")
     assert not result.ok
     assert "98_tiny.ipynb" in result.message and "code cell 4" in result.message and "ValueError" in result.message
+    assert "\x1b" not in result.message  # no terminal colour codes in the one-line error
     partial = nbformat.read(workdir / "_build/executed/notebooks/98_tiny.ipynb", as_version=4)
     assert partial.cells[2].execution_count is not None  # what ran is kept
     assert not (workdir / "_build/metrics/98_tiny.json").exists()
