@@ -20,3 +20,14 @@ def tmp_cache(tmp_path, monkeypatch):
     """An empty AIGC_CACHE for tests that train and cache."""
     monkeypatch.setenv("AIGC_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture()
+def one_thread():
+    """Tiny models: one thread is fastest (and on a shared machine, far faster than two)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

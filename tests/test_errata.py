@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from aigc_utils import errata
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def test_gan_value_matches_bce_and_literal_formula():
     g = torch.Generator().manual_seed(0)
@@ -119,12 +121,3 @@ def test_ledger_counts_and_refuses():
     assert ledger.metrics() == {"seed_blocks_listed": len(errata.SEED_BLOCKS), "seed_blocks_covered": 2,
                                 "fixed_blocks_passing": 1}
     assert "FAILED" in ledger.table_markdown() and "not run" in ledger.table_markdown()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tensors are tiny: one thread is faster than two fighting over a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -25,13 +25,7 @@ from aigc_utils.gan_math import (
     value_by_sampling,
 )
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest (and on a shared machine, far faster than two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 DATA = GaussianMixture1D((0.5, 0.5), (-1.2, 1.2), (0.5, 0.5))

@@ -26,14 +26,7 @@ from aigc_utils.gan_toy import (
     train_toy_gan,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest (and on a shared machine, far faster than two)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_problems_are_pacgans():
