@@ -9,7 +9,8 @@ Two ways to paint the *content* of one photo in the *style* of another:
 * **Johnson et al. 2016** (*Perceptual Losses for Real-Time Style Transfer*): train a feed-forward
   network once, with the same losses, on many content crops; afterwards one forward pass stylises any
   photo. Instance normalisation (Ulyanov et al. 2016) and upsample-then-convolve decoders (Odena et al.
-  2016) are the two details that make small versions of it work.
+  2016) make small versions of it work; on a CPU budget it also needs an identity skip (the network
+  predicts a change of the photo), or it paints the style's texture and loses the content.
 
 Images are ``(B, 3, H, W)`` float tensors in ``[0, 1]``; the extractor applies ImageNet normalisation.
 """
@@ -41,6 +42,7 @@ class Backbone:
     ``style_layers`` / ``content_layer`` map a readable name to an index into ``features``; the tapped
     tensor is the *output* of that module. ``style_weight`` is the weight that balances the two losses
     for this backbone (the losses' scales differ between networks, so the notebook sweeps multiples of it).
+    ``fast_content_layer`` is the content layer for training the fast stylizer (``None``: ``content_layer``).
     """
 
     name: str
@@ -64,8 +66,9 @@ MOBILENET_V2 = Backbone(
     content_layer=("b13", 13),
     style_weight=1e4,
     tv_weight=10.0,
-    # the fast stylizer starts from noise, not from the photo: it needs a shallower content layer to keep layout
-    fast_content_layer=("b3", 3),
+    # the fast stylizer reads content where Gatys does: with its identity skip it starts from the photo too
+    # (without the skip, neither features[13] nor the shallower features[3] kept the cat on the cpu budget)
+    fast_content_layer=None,
     description="torchvision MobileNetV2, ImageNet-1k weights (IMAGENET1K_V1), offline",
 )
 
@@ -468,27 +471,47 @@ class _UpConv(nn.Sequential):
 
 
 class TransformerNet(nn.Module):
-    """Johnson et al.'s image transformation network, slimmed: ``width`` channels at full resolution.
+    r"""Johnson et al.'s image transformation network, slimmed: ``width`` channels at full resolution.
 
-    ``9×9 conv → two stride-2 convs → n_residual residual blocks at 1/4 resolution → two
-    (nearest upsample + 3×3 conv) → 9×9 conv → sigmoid``. Instance normalisation instead of batch
-    normalisation (Ulyanov et al. 2016); upsample-then-convolve instead of transposed convolutions
-    (no checkerboard). Input and output are images in ``[0, 1]`` of any size divisible by 4.
+    ``k×k conv → n_down stride-2 convs → n_residual residual blocks → n_down (nearest upsample + 3×3 conv)
+    → k×k conv``. Reflection padding everywhere, instance normalisation instead of batch normalisation
+    (Ulyanov et al. 2016), upsample-then-convolve instead of transposed convolutions (no checkerboard).
+    Input and output are images in ``[0, 1]`` of any size divisible by $2^{n_\text{down}}$.
+
+    With ``skip`` (Chapter 07, eq. (7)) the network predicts a *change* of the photo,
+    $f_\theta(c) = c + g_\theta(c)$, and its last convolution starts at zero, so an untrained net is the
+    identity: training starts *from the photo*, as Gatys does, and only has to learn the brush strokes.
+    The sum is left unclamped while training (clamping, or a sigmoid, would zero the gradient of every
+    saturated pixel, and saturated highlights then never come back) and clamped to ``[0, 1]`` in eval mode.
+    Without it (Johnson's original) $f_\theta(c) = \sigma(g_\theta(c))$ starts from grey noise and must
+    learn to rebuild the whole photo before the content loss can pull the layout back.
     """
 
-    def __init__(self, width: int = 16, n_residual: int = 3, n_down: int = 2, end_kernel: int = 9) -> None:
+    def __init__(
+        self, width: int = 16, n_residual: int = 3, n_down: int = 2, end_kernel: int = 9, skip: bool = False
+    ) -> None:
         super().__init__()
-        self.config = {"width": width, "n_residual": n_residual, "n_down": n_down, "end_kernel": end_kernel}
+        self.config = {"width": width, "n_residual": n_residual, "n_down": n_down, "end_kernel": end_kernel,
+                       "skip": skip}  # fmt: skip
+        self.skip = skip
         chans = [width * 2**i for i in range(n_down + 1)]
         layers: list[nn.Module] = [_ConvLayer(3, chans[0], end_kernel)]
         layers += [_ConvLayer(chans[i], chans[i + 1], 3, stride=2) for i in range(n_down)]
         layers += [_ResidualBlock(chans[-1]) for _ in range(n_residual)]
         layers += [_UpConv(chans[i + 1], chans[i]) for i in reversed(range(n_down))]
-        layers.append(_ConvLayer(chans[0], 3, end_kernel, norm=False, relu=False))
+        last = _ConvLayer(chans[0], 3, end_kernel, norm=False, relu=False)
+        if skip:
+            nn.init.zeros_(last[1].weight)
+            nn.init.zeros_(last[1].bias)
+        layers.append(last)
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.net(x))
+        h = self.net(x)
+        if not self.skip:
+            return torch.sigmoid(h)
+        out = x + h
+        return out if self.training else out.clamp(0, 1)
 
 
 def to_tensor_image(img: np.ndarray, size: int | None = None, square: bool = True) -> torch.Tensor:
@@ -528,19 +551,32 @@ def random_crops(
     return torch.cat(out).clamp(0, 1)
 
 
+@dataclass(frozen=True)
+class FastConfig:
+    r"""Every setting that changes a fast stylizer's trained weights (besides the net, style and photos).
+
+    ``steps`` Adam steps on batches of ``batch_size`` random ``crop``-px crops (zoomed by up to ``max_scale``),
+    loss weights $\alpha$ = ``content_weight``, $\beta$ = ``style_weight``, $\gamma$ = ``tv_weight``,
+    peak learning rate ``lr`` (cosine-decayed to 5 %), and the ``seed`` of the crop sampler.
+    """
+
+    steps: int
+    batch_size: int
+    crop: int
+    style_weight: float
+    content_weight: float = 1.0
+    tv_weight: float = 0.0
+    lr: float = 2e-3
+    max_scale: float = 2.0
+    seed: int = 0
+
+
 def train_fast_stylizer(
     net: TransformerNet,
     extractor: FeatureExtractor,
     style: torch.Tensor,
     photos: Sequence[torch.Tensor],
-    steps: int,
-    batch_size: int,
-    crop: int,
-    style_weight: float,
-    content_weight: float = 1.0,
-    tv_weight: float = 0.0,
-    lr: float = 2e-3,
-    seed: int = 0,
+    config: FastConfig,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> dict[str, list[float]]:
@@ -550,25 +586,26 @@ def train_fast_stylizer(
       + \beta\,\mathcal{L}_\text{style}(f_\theta(c), s) + \gamma\,\mathcal{L}_\text{TV}(f_\theta(c))\Big]$$
 
     over random crops $c$ of ``photos`` — the Gatys loss, but minimised over the *weights* of a network
-    shared by all images instead of over one image's pixels. Adam, ``steps`` batches, cosine-decayed lr.
+    shared by all images instead of over one image's pixels. Adam, ``config.steps`` batches, cosine-decayed lr.
     Returns the per-step loss history (``total``/``style``/``content``/``tv``).
     """
     from tqdm.auto import tqdm
 
+    c = config
     device = torch.device(device)
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(c.seed)
     net.to(device).train()
     extractor.to(device)
     targets = style_targets(extractor, style.to(device))
-    opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr * 0.05)
+    opt = torch.optim.Adam(net.parameters(), lr=c.lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.steps, eta_min=c.lr * 0.05)
     history: dict[str, list[float]] = {"total": [], "style": [], "content": [], "tv": []}
-    for _ in tqdm(range(steps), desc="fast stylizer", leave=False, disable=not progress):
-        batch = random_crops(photos, batch_size, crop, gen).to(device)
+    for _ in tqdm(range(c.steps), desc="fast stylizer", leave=False, disable=not progress):
+        batch = random_crops(photos, c.batch_size, c.crop, gen, c.max_scale).to(device)
         with torch.no_grad():
             content_feats = extractor(batch)[extractor.content_name]
         out = net(batch)
-        loss, parts = total_loss(extractor, out, targets, style_weight, content_weight, tv_weight, content_feats)
+        loss, parts = total_loss(extractor, out, targets, c.style_weight, c.content_weight, c.tv_weight, content_feats)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -596,23 +633,18 @@ def cached_fast_stylizer(
     extractor: FeatureExtractor,
     style: torch.Tensor,
     photos: Sequence[torch.Tensor],
-    steps: int,
-    batch_size: int,
-    crop: int,
-    style_weight: float,
-    content_weight: float = 1.0,
-    tv_weight: float = 0.0,
-    lr: float = 2e-3,
-    seed: int = 0,
+    config: FastConfig,
     device: torch.device | str = "cpu",
     progress: bool = True,
 ) -> tuple[TransformerNet, dict[str, list[float]], bool]:
     """Load the stylizer trained with exactly these settings from ``AIGC_CACHE``, else train and cache it.
 
     The key holds every setting that changes the weights: the architecture, the backbone and its layers,
-    digests of the style image and of the training photos, steps, batch, crop, loss weights, lr and seed.
+    digests of the style image and of the training photos, and every field of ``config``.
     Returns ``(net in eval mode, training loss history, loaded_from_cache)``.
     """
+    from dataclasses import asdict
+
     from .checkpoints import cached_module
 
     key = {
@@ -622,14 +654,12 @@ def cached_fast_stylizer(
         "content_layer": extractor.backbone.content_layer,
         "style": tensor_digest(style),
         "photos": tensor_digest(*photos),
-        "steps": steps, "batch_size": batch_size, "crop": crop, "style_weight": style_weight,
-        "content_weight": content_weight, "tv_weight": tv_weight, "lr": lr, "seed": seed,
-    }  # fmt: skip
+        **asdict(config),
+    }
 
     def train(model: TransformerNet) -> dict[str, list[float]]:
-        torch.manual_seed(seed)
-        return train_fast_stylizer(model, extractor, style, photos, steps, batch_size, crop, style_weight,
-                                   content_weight, tv_weight, lr, seed, device, progress)  # fmt: skip
+        torch.manual_seed(config.seed)
+        return train_fast_stylizer(model, extractor, style, photos, config, device, progress)
 
     net, extras, hit = cached_module(name, key, net, train)
     return net.to(device).eval(), extras, hit

@@ -127,24 +127,41 @@ def test_transformer_net_shapes_and_range():
     assert out.min() >= 0 and out.max() <= 1
 
 
+def test_transformer_net_with_skip_starts_as_the_identity():
+    net = st.TransformerNet(width=4, n_residual=1, n_down=2, end_kernel=3, skip=True)
+    x = torch.rand(1, 3, 16, 20) * 0.9 + 0.05
+    assert torch.allclose(net(x), x, atol=1e-5)
+    plain = st.TransformerNet(width=4, n_residual=1, n_down=2, end_kernel=3)
+    assert not torch.allclose(plain(x), x, atol=1e-2)
+
+
+def test_fast_config_is_frozen_and_keys_the_cache():
+    cfg = st.FastConfig(steps=3, batch_size=2, crop=16, style_weight=1.0)
+    with pytest.raises(Exception):
+        cfg.steps = 4  # type: ignore[misc]
+    assert cfg == st.FastConfig(3, 2, 16, 1.0) and hash(cfg) == hash(st.FastConfig(3, 2, 16, 1.0))
+
+
 def test_fast_stylizer_trains_and_is_cached(tmp_cache):
+    from dataclasses import replace
+
     ext = tiny_extractor()
     style = torch.rand(1, 3, 32, 32)
     photos = [torch.rand(1, 3, 40, 48), torch.rand(1, 3, 36, 36)]
-    settings = dict(steps=12, batch_size=2, crop=24, style_weight=1e3, lr=1e-2, seed=0)
+    config = st.FastConfig(steps=12, batch_size=2, crop=24, style_weight=1e3, lr=1e-2, seed=0)
 
     def make() -> st.TransformerNet:
         torch.manual_seed(0)
         return st.TransformerNet(width=4, n_residual=1, end_kernel=3)
 
-    net, extras, hit = st.cached_fast_stylizer("test-stylizer", make(), ext, style, photos, **settings)
+    net, extras, hit = st.cached_fast_stylizer("test-stylizer", make(), ext, style, photos, config)
     assert not hit and len(extras["style"]) == 12
     assert extras["style"][-1] < extras["style"][0]
-    again, extras2, hit2 = st.cached_fast_stylizer("test-stylizer", make(), ext, style, photos, **settings)
+    again, extras2, hit2 = st.cached_fast_stylizer("test-stylizer", make(), ext, style, photos, config)
     assert hit2 and extras2["style"] == extras["style"]
     for a, b in zip(net.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
-    _, _, hit3 = st.cached_fast_stylizer("test-stylizer", make(), ext, style, photos, **{**settings, "steps": 13})
+    _, _, hit3 = st.cached_fast_stylizer("test-stylizer", make(), ext, style, photos, replace(config, steps=13))
     assert not hit3  # a different setting is a different checkpoint
 
 
