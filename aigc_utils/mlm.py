@@ -326,6 +326,18 @@ def corrupt(blocks: torch.Tensor, tokenizer, objective: Objective, generator: to
                      random_low=len(SPECIAL_TOKENS))  # fmt: skip
 
 
+def _clipped_step(
+    model: nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer, sched: torch.optim.lr_scheduler.LRScheduler
+) -> float:
+    """One update shared by pretraining and fine-tuning: backward, clip the gradient norm to 1, step, schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    sched.step()
+    return loss.item()
+
+
 def pretrain(
     model,
     blocks: torch.Tensor,
@@ -370,13 +382,7 @@ def pretrain(
         rows = torch.randint(len(blocks), (batch_size,), generator=gen)
         inputs, labels = corrupt(blocks[rows], tokenizer, objective, gen)
         logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device))
-        loss = F.cross_entropy(logits.float(), targets)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(_clipped_step(model, F.cross_entropy(logits.float(), targets), opt, sched))
         if len(losses) == snapshot_at:
             snapshot = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if len(losses) % 50 == 0:
@@ -527,12 +533,7 @@ def finetune(
         width = int(batch["attention_mask"].sum(1).max())
         batch = {k: v[:, :width] for k, v in batch.items()}
         loss = F.cross_entropy(forward(model, batch).float(), labels[rows].to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        losses.append(_clipped_step(model, loss, opt, sched))
     model.eval()
     return losses
 
