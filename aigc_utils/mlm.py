@@ -109,13 +109,10 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
         show_progress=False,
     )  # fmt: skip
     tok.train_from_iterator(list(texts), trainer=trainer)
-    # The trainer's initial alphabet comes out in hash order, so ids of single characters (and "##x") can differ
-    # between runs. Re-number canonically: specials, the alphabet sorted, then the learned pieces in merge order.
-    vocab = tok.get_vocab()
-    learned = [t for t in sorted(vocab, key=vocab.get) if t not in SPECIAL_TOKENS]
-    alphabet = sorted(t for t in learned if len(t) == 1 or (t.startswith("##") and len(t) == 3))
-    in_alphabet = set(alphabet)
-    order = list(SPECIAL_TOKENS) + alphabet + [t for t in learned if t not in in_alphabet]
+    # The trainer numbers its alphabet in hash order, which also breaks ties between equally frequent merges, so
+    # the ids (not the set of pieces) differ from run to run. WordPiece encodes by longest match against the *set*,
+    # so re-numbering canonically (specials, then every piece sorted) makes the tokenizer identical in every run.
+    order = list(SPECIAL_TOKENS) + sorted(t for t in tok.get_vocab() if t not in SPECIAL_TOKENS)
     tok.model = models.WordPiece(vocab={t: i for i, t in enumerate(order)}, unk_token="[UNK]",
                                  max_input_chars_per_word=100)  # fmt: skip
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
@@ -151,20 +148,31 @@ def cached_wordpiece(texts: Sequence[str], vocab_size: int, key: dict) -> tuple[
     return tok, hit
 
 
-def pack_blocks(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
-    """Concatenate the texts' tokens and cut them into ``[CLS] t_1 .. t_{seq_len-2} [SEP]`` rows.
+def sentence_rows(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
+    """One text per row, ``[CLS] t_1 .. t_n [SEP]`` then ``[PAD]``, truncated to ``seq_len``; rows sorted by length.
 
-    Packing wastes no compute on padding; the tail that does not fill a row is dropped.
-    Returns a ``(n_blocks, seq_len)`` long tensor.
+    Every row starts its sentence at position 1, exactly as a sentence is fed to the classifier downstream, so a
+    position embedding means "the k-th token of a sentence". Sorting by length (stably) lets :func:`length_batch`
+    cut batches of similar length that waste little compute on padding. Returns a ``(n, seq_len)`` long tensor.
     """
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
-    flat = np.fromiter((t for row in ids for t in row), dtype=np.int64)
-    body = seq_len - 2
-    n = len(flat) // body
-    blocks = torch.from_numpy(flat[: n * body].reshape(n, body))
-    cls = torch.full((n, 1), tokenizer.cls_token_id, dtype=torch.long)
-    sep = torch.full((n, 1), tokenizer.sep_token_id, dtype=torch.long)
-    return torch.cat([cls, blocks, sep], dim=1)
+    ids = sorted(tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"], key=len)
+    rows = torch.full((len(ids), seq_len), tokenizer.pad_token_id, dtype=torch.long)
+    for i, row in enumerate(ids):
+        rows[i, : len(row)] = torch.tensor(row)
+    return rows
+
+
+def trim(rows: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the columns that are padding in every row; returns ``(input_ids, attention_mask)``."""
+    mask = (rows != pad_id).long()
+    width = int(mask.sum(1).max())
+    return rows[:, :width], mask[:, :width]
+
+
+def length_batch(rows: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+    """``batch_size`` consecutive rows of the length-sorted ``rows`` from a random start (length bucketing)."""
+    start = int(torch.randint(max(len(rows) - batch_size, 0) + 1, (1,), generator=generator))
+    return rows[start : start + batch_size]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -242,7 +250,7 @@ def masking_rates(original: torch.Tensor, inputs: torch.Tensor, labels: torch.Te
     }  # fmt: skip
 
 
-def compare_with_collator(tokenizer, blocks: torch.Tensor, seed: int = 0, z: float = 5.0) -> dict[str, float]:
+def compare_with_collator(tokenizer, rows: torch.Tensor, seed: int = 0, z: float = 5.0) -> dict[str, float]:
     """Mask the same large batch by hand and with ``DataCollatorForLanguageModeling``; compare.
 
     Returns both sets of rates and ``matches`` (1.0 or 0.0): every rate of the hand-written masking lies
@@ -253,13 +261,13 @@ def compare_with_collator(tokenizer, blocks: torch.Tensor, seed: int = 0, z: flo
     from transformers import DataCollatorForLanguageModeling
 
     special = torch.tensor([tokenizer.get_special_tokens_mask(r, already_has_special_tokens=True)
-                            for r in blocks.tolist()], dtype=torch.bool)  # fmt: skip
+                            for r in rows.tolist()], dtype=torch.bool)  # fmt: skip
     collator = DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.15, seed=seed)
-    batch = collator([{"input_ids": r} for r in blocks.tolist()])
-    ours_in, ours_lab = bert_mask(blocks, special, len(tokenizer), tokenizer.mask_token_id,
+    batch = collator([{"input_ids": r} for r in rows.tolist()])
+    ours_in, ours_lab = bert_mask(rows, special, len(tokenizer), tokenizer.mask_token_id,
                                   generator=torch.Generator().manual_seed(seed + 1))  # fmt: skip
-    theirs = masking_rates(blocks, batch["input_ids"], batch["labels"], special, tokenizer.mask_token_id)
-    ours = masking_rates(blocks, ours_in, ours_lab, special, tokenizer.mask_token_id)
+    theirs = masking_rates(rows, batch["input_ids"], batch["labels"], special, tokenizer.mask_token_id)
+    ours = masking_rates(rows, ours_in, ours_lab, special, tokenizer.mask_token_id)
     n_eligible = int((~special).sum())
     n_sel = n_eligible * 0.15
     expected = {"selected": 0.15, "mask": 0.8, "random": 0.1 * (1 - 1 / len(tokenizer)), "kept": 0.1}
@@ -317,11 +325,10 @@ MLM = Objective("mlm")
 DENOISE = Objective("denoise", mask_replace_prob=0.0, random_replace_prob=0.8)
 
 
-def corrupt(blocks: torch.Tensor, tokenizer, objective: Objective, generator: torch.Generator):
-    """Apply ``objective`` to packed blocks (every row is ``[CLS] ... [SEP]``, no padding)."""
-    special = torch.zeros_like(blocks, dtype=torch.bool)
-    special[:, 0] = special[:, -1] = True
-    return bert_mask(blocks, special, len(tokenizer), tokenizer.mask_token_id, objective.mlm_prob,
+def corrupt(rows: torch.Tensor, tokenizer, objective: Objective, generator: torch.Generator):
+    """Apply ``objective`` to sentence rows; ``[CLS]``, ``[SEP]`` and ``[PAD]`` are never selected."""
+    special = torch.isin(rows, torch.tensor([tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id]))
+    return bert_mask(rows, special, len(tokenizer), tokenizer.mask_token_id, objective.mlm_prob,
                      objective.mask_replace_prob, objective.random_replace_prob, generator,
                      random_low=len(SPECIAL_TOKENS))  # fmt: skip
 
@@ -340,7 +347,7 @@ def _clipped_step(
 
 def pretrain(
     model,
-    blocks: torch.Tensor,
+    rows: torch.Tensor,
     tokenizer,
     objective: Objective,
     steps: int,
@@ -357,9 +364,9 @@ def pretrain(
     Returns the loss per step and, when ``snapshot_at`` is given, a copy of the weights after that many
     steps (to compare another objective trained for ``snapshot_at`` steps at equal compute).
 
-    AdamW with linear warm-up then cosine decay to 10% of ``lr``; each step draws a random batch of
-    packed blocks and corrupts it afresh (dynamic masking, as in RoBERTa), so no two epochs see the same
-    mask. The loss is $\mathcal{L}_{\text{MLM}}$ of :func:`bert_mask` on the selected positions.
+    AdamW with linear warm-up then cosine decay to 10% of ``lr``; each step draws a batch of sentence rows of
+    similar length (:func:`length_batch`) and corrupts it afresh (dynamic masking, as in RoBERTa), so no two
+    epochs see the same mask. The loss is $\mathcal{L}_{\text{MLM}}$ of :func:`bert_mask` on the selected positions.
     """
     gen = torch.Generator().manual_seed(seed)
     model.to(device).train()
@@ -379,9 +386,9 @@ def pretrain(
     snapshot = None
     bar = tqdm(range(steps), desc=desc or f"pretrain ({objective.name})", mininterval=2.0)
     for _ in bar:
-        rows = torch.randint(len(blocks), (batch_size,), generator=gen)
-        inputs, labels = corrupt(blocks[rows], tokenizer, objective, gen)
-        logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device))
+        batch, attention = trim(length_batch(rows, batch_size, gen), tokenizer.pad_token_id)
+        inputs, labels = corrupt(batch, tokenizer, objective, gen)
+        logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device), attention.to(device))
         losses.append(_clipped_step(model, F.cross_entropy(logits.float(), targets), opt, sched))
         if len(losses) == snapshot_at:
             snapshot = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
@@ -392,7 +399,7 @@ def pretrain(
 
 
 @torch.no_grad()
-def evaluate_mlm(model, blocks: torch.Tensor, tokenizer, unigram_id: int, seed: int = 0,
+def evaluate_mlm(model, rows: torch.Tensor, tokenizer, unigram_id: int, seed: int = 0,
                  batch_size: int = 128, device: torch.device | str = "cpu") -> dict[str, float]:  # fmt: skip
     r"""Held-out masked-token accuracy and perplexity of ``model``, with BERT's 80/10/10 masking.
 
@@ -404,9 +411,10 @@ def evaluate_mlm(model, blocks: torch.Tensor, tokenizer, unigram_id: int, seed: 
     model.to(device).eval()
     n = correct = base = 0
     nll = 0.0
-    for start in range(0, len(blocks), batch_size):
-        inputs, labels = corrupt(blocks[start : start + batch_size], tokenizer, MLM, gen)
-        logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device))
+    for start in range(0, len(rows), batch_size):
+        batch, attention = trim(rows[start : start + batch_size], tokenizer.pad_token_id)
+        inputs, labels = corrupt(batch, tokenizer, MLM, gen)
+        logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device), attention.to(device))
         nll += F.cross_entropy(logits.float(), targets, reduction="sum").item()
         correct += (logits.argmax(-1) == targets).sum().item()
         base += (targets == unigram_id).sum().item()
@@ -414,9 +422,9 @@ def evaluate_mlm(model, blocks: torch.Tensor, tokenizer, unigram_id: int, seed: 
     return {"accuracy": correct / n, "perplexity": math.exp(nll / n), "unigram_accuracy": base / n, "n": n}
 
 
-def most_frequent_token(blocks: torch.Tensor, n_special: int = len(SPECIAL_TOKENS)) -> int:
-    """The most frequent non-special token id in ``blocks`` (the unigram baseline's constant guess)."""
-    counts = torch.bincount(blocks.flatten())
+def most_frequent_token(rows: torch.Tensor, n_special: int = len(SPECIAL_TOKENS)) -> int:
+    """The most frequent non-special token id in ``rows`` (the unigram baseline's constant guess)."""
+    counts = torch.bincount(rows.flatten())
     counts[:n_special] = 0
     return int(counts.argmax())
 
