@@ -6,7 +6,7 @@ Everything heavy the chapter runs lives here, in the order the chapter tells it:
 2. a WordPiece tokenizer trained with HF ``tokenizers`` on the train split;
 3. BERT's masking written by hand (:func:`bert_mask`; a test proves it agrees with
    ``transformers.DataCollatorForLanguageModeling``);
-4. a tiny ``BertForMaskedLM`` pretrained with the loss computed on the masked positions only;
+4. a tiny ``BertForMaskedLM`` pretrained on one sentence per row, the loss computed on the masked positions only;
 5. a second self-supervised objective, *noise injection* (random-token corruption, no ``[MASK]``);
 6. the downstream task (original vs locally shuffled sentences), few-shot fine-tuning and linear probes.
 """
