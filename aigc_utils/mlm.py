@@ -162,11 +162,10 @@ def sentence_rows(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor
     return rows
 
 
-def trim(rows: torch.Tensor, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Drop the columns that are padding in every row; returns ``(input_ids, attention_mask)``."""
-    mask = (rows != pad_id).long()
-    width = int(mask.sum(1).max())
-    return rows[:, :width], mask[:, :width]
+def trim(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Drop the columns that are padding in every row (``attention_mask`` 0); returns both, trimmed."""
+    width = int(attention_mask.sum(1).max())
+    return input_ids[:, :width], attention_mask[:, :width]
 
 
 def length_batch(rows: torch.Tensor, batch_size: int, generator: torch.Generator) -> torch.Tensor:
@@ -386,7 +385,8 @@ def pretrain(
     snapshot = None
     bar = tqdm(range(steps), desc=desc or f"pretrain ({objective.name})", mininterval=2.0)
     for _ in bar:
-        batch, attention = trim(length_batch(rows, batch_size, gen), tokenizer.pad_token_id)
+        batch = length_batch(rows, batch_size, gen)
+        batch, attention = trim(batch, (batch != tokenizer.pad_token_id).long())
         inputs, labels = corrupt(batch, tokenizer, objective, gen)
         logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device), attention.to(device))
         losses.append(_clipped_step(model, F.cross_entropy(logits.float(), targets), opt, sched))
@@ -412,7 +412,8 @@ def evaluate_mlm(model, rows: torch.Tensor, tokenizer, unigram_id: int, seed: in
     n = correct = base = 0
     nll = 0.0
     for start in range(0, len(rows), batch_size):
-        batch, attention = trim(rows[start : start + batch_size], tokenizer.pad_token_id)
+        batch = rows[start : start + batch_size]
+        batch, attention = trim(batch, (batch != tokenizer.pad_token_id).long())
         inputs, labels = corrupt(batch, tokenizer, MLM, gen)
         logits, targets = masked_lm_logits(model, inputs.to(device), labels.to(device), attention.to(device))
         nll += F.cross_entropy(logits.float(), targets, reduction="sum").item()
@@ -537,9 +538,8 @@ def finetune(
     n = len(labels)
     for _ in range(steps):
         rows = torch.randint(n, (min(batch_size, n),), generator=gen)
-        batch = {k: v[rows].to(device) for k, v in data.items()}
-        width = int(batch["attention_mask"].sum(1).max())
-        batch = {k: v[:, :width] for k, v in batch.items()}
+        ids, mask = trim(data["input_ids"][rows].to(device), data["attention_mask"][rows].to(device))
+        batch = {"input_ids": ids, "attention_mask": mask}
         loss = F.cross_entropy(forward(model, batch).float(), labels[rows].to(device))
         losses.append(_clipped_step(model, loss, opt, sched))
     model.eval()
@@ -555,9 +555,9 @@ def predict(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 2
     model.to(device).eval()
     out = []
     for start in range(0, len(data["input_ids"]), batch_size):
-        batch = {k: v[start : start + batch_size].to(device) for k, v in data.items()}
-        width = int(batch["attention_mask"].sum(1).max())
-        batch = {k: v[:, :width] for k, v in batch.items()}
+        ids, mask = trim(data["input_ids"][start : start + batch_size].to(device),
+                         data["attention_mask"][start : start + batch_size].to(device))  # fmt: skip
+        batch = {"input_ids": ids, "attention_mask": mask}
         out.append(forward(model, batch).argmax(-1).cpu())
     return torch.cat(out)
 
@@ -569,10 +569,8 @@ def embed(encoder: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 2
     encoder.to(device).eval()
     out = []
     for start in range(0, len(data["input_ids"]), batch_size):
-        ids = data["input_ids"][start : start + batch_size].to(device)
-        mask = data["attention_mask"][start : start + batch_size].to(device)
-        width = int(mask.sum(1).max())
-        ids, mask = ids[:, :width], mask[:, :width]
+        ids, mask = trim(data["input_ids"][start : start + batch_size].to(device),
+                         data["attention_mask"][start : start + batch_size].to(device))  # fmt: skip
         states = encoder(input_ids=ids, attention_mask=mask, output_hidden_states=True).hidden_states
         m = mask.unsqueeze(-1).float()
         out.append(torch.cat([(states[i].float() * m).sum(1) / m.sum(1) for i in layers], dim=-1).cpu())

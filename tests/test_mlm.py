@@ -50,7 +50,7 @@ def test_tokenizer_is_bert_style(tokenizer, blocks):
     lengths = (blocks != tokenizer.pad_token_id).sum(1)
     assert (lengths[1:] >= lengths[:-1]).all() and lengths.min() < 16 == lengths.max()
     assert (blocks[torch.arange(len(blocks)), lengths - 1] == tokenizer.sep_token_id).all()
-    ids, mask = mlm.trim(blocks[:3], tokenizer.pad_token_id)
+    ids, mask = mlm.trim(blocks[:3], (blocks[:3] != tokenizer.pad_token_id).long())
     assert ids.shape[1] == int(lengths[:3].max()) and torch.equal(mask.bool(), ids != tokenizer.pad_token_id)
     batch = mlm.length_batch(blocks, 8, torch.Generator().manual_seed(0))
     assert len(batch) == 8 and any(torch.equal(batch, blocks[i : i + 8]) for i in range(len(blocks) - 7))
