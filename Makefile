@@ -9,8 +9,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BOOK := $(VENV)/bin/aigc-book
 PROFILE ?= auto
-# Debian packages: data sets and corpora of ASSETS.md, and Chromium for the browser test.
-DEBS := dataset-fashion-mnist bible-kjv bible-kjv-text fortunes fortunes-zh chromium
+# Debian packages: the data sets and corpora, Chromium for the browser test, a CJK font for figures.
+DEBS := dataset-fashion-mnist bible-kjv bible-kjv-text fortunes fortunes-zh chromium fonts-noto-cjk
 TORCH := torch==2.14.1 torchvision==0.29.1
 NBVAL := -p no:randomly --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
 

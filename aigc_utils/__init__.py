@@ -1,13 +1,27 @@
 """aigc_utils — the small shared package of the AIGC executable book.
 
-Modules: ``profiles`` (profiles, device, seeding), ``assets`` (offline datasets, corpora, weights),
-``checkpoints`` (load-else-train cache), ``plotting``, ``results`` (a chapter's metrics and bars),
-``runner`` / ``cli`` (``aigc-book``), and one module per chapter topic.
+``aigc_utils.core`` is what every chapter shares (profiles, network policy, assets, the checkpoint cache, the
+training loop and schedules, the GAN objective, metrics, plotting, results, showing code on the page).
+Each other module belongs to one chapter and imports only the core:
+
+=====================  =======  ==============================================================
+module                 chapter  what it adds
+=====================  =======  ==============================================================
+``basics``             01       a hand-written MLP: forward, backward, gradient check
+``gan_math``           02       D*, the value function and JSD, saturation, mode collapse and packing
+``dcgan``              03       DCGAN generator and discriminator, sampling and interpolation
+``mlm``                04       WordPiece, BERT masking, masked-LM pretraining, probes and few-shot
+``decoder``            05       a GPT decoder from scratch, KV cache, parity with GPT-2
+``gpt2_finetune``      06       BPE, perplexity, sampling, the fine-tuning loop, Trainer
+``finetune_cli``       06       the same fine-tuning as a script for ``accelerate launch`` / ``torchrun``
+``style``              07       Gatys style transfer and a fast feed-forward stylizer
+``inpaint``            08       masks, classical fills, a U-Net inpainter and denoiser
+``errata``             09       the source text's code blocks, as printed and fixed
+=====================  =======  ==============================================================
+
+``runner``, ``cli`` and ``book`` execute the notebooks and build the website; nothing imports them.
+Importing the package has no side effects: the network guard is switched on by
+:func:`aigc_utils.core.profiles.setup_chapter` (and by the tests) when ``AIGC_OFFLINE=1``.
 """
 
-from .net import forbid_network, offline
-
-__version__ = "0.1.0"
-
-if offline():  # AIGC_OFFLINE=1: prove the offline paths by making the network impossible
-    forbid_network()
+__version__ = "0.2.0"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .profiles import ProfileError, resolve_profile
+from .core.profiles import ProfileError, resolve_profile
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     p_build.add_argument("--no-strict", action="store_true", help="do not turn warnings into errors")
     p_assets = sub.add_parser("assets", help="install every offline asset into $AIGC_DATA (make setup runs this)")
     p_assets.add_argument("names", nargs="*", help="only these assets")
-    p_pin = sub.add_parser("pin", help="store the outputs of # NBVAL_CHECK_OUTPUT cells from the executed copy")
+    p_pin = sub.add_parser("pin", help="store the outputs of cells tagged nbval-check-output from the executed copy")
     p_pin.add_argument("notebooks", nargs="+")
     args = parser.parse_args(argv)
 
@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             return runner.build(strict=not args.no_strict)
         if args.command == "assets":
-            from .assets import ensure_all
+            from .core.assets import ensure_all
 
             ensure_all(args.names or None)
             return 0

@@ -1,31 +1,29 @@
 r"""A decoder-only Transformer (GPT) to be read — Chapter 05.
 
-One file, nanoGPT-style: a small config dataclass, token + position embeddings, causal multi-head
-self-attention, an MLP, pre-LayerNorm residual blocks and an output head tied to the token embedding.
-The module and parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``, ``h.i.ln_1``,
-``attn.c_attn`` …) so that :func:`from_hf_gpt2` can copy a GPT-2 checkpoint in and the chapter can
-prove, logit for logit, that the hand-written model *is* GPT-2.
-
-The model computes, for a sequence of token ids $x_1 \dots x_T$,
-
-$$
-h^{(0)}_t = W_{\text{te}}[x_t] + W_{\text{pe}}[t], \qquad
-h^{(\ell)} = h' + \operatorname{MLP}(\operatorname{LN}_2(h')),\;
-h' = h^{(\ell-1)} + \operatorname{Attn}(\operatorname{LN}_1(h^{(\ell-1)})),
-$$
+One file, nanoGPT-style: a config dataclass, token + position embeddings, causal multi-head
+self-attention, an MLP, pre-LayerNorm residual blocks and an output head tied to the token
+embedding. Module and parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``,
+``h.i.ln_1``, ``attn.c_attn`` …), so :func:`from_hf_gpt2` can copy a GPT-2 checkpoint in and the
+chapter can prove, logit for logit, that the hand-written model *is* GPT-2. For token ids
+$x_1 \dots x_T$:
 
 $$
-p(x_{t+1} \mid x_{\le t}) = \operatorname{softmax}\big(\operatorname{LN}_f(h^{(L)}_t)\, W_{\text{te}}^\top\big).
+\begin{aligned}
+h^{(0)}_t &= W_{\text{te}}[x_t] + W_{\text{pe}}[t], \\
+h' &= h^{(\ell-1)} + \operatorname{Attn}(\operatorname{LN}_1(h^{(\ell-1)})), \qquad
+h^{(\ell)} = h' + \operatorname{MLP}(\operatorname{LN}_2(h')), \\
+p(x_{t+1} \mid x_{\le t})
+  &= \operatorname{softmax}\big(\operatorname{LN}_f(h^{(L)}_t)\, W_{\text{te}}^\top\big).
+\end{aligned}
 $$
 
-It also has a key/value cache for generation (:meth:`Decoder.generate` with ``use_cache``), attention
-maps for plots (``return_attention``), a character tokenizer and a character-level training loop.
+Also here: a key/value cache for generation (:meth:`Decoder.generate`), attention maps for plots,
+a character tokenizer, n-gram baselines and the character-level training run (``core.train.fit``).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
@@ -34,7 +32,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-# A layer's cache: keys and values of every position seen so far, each (B, n_head, T_past, head_dim).
+from .core.train import History, Stopwatch, adamw, fit, warmup_cosine_scheduler
+
+# A layer's cache: keys and values of all positions so far, each (B, n_head, T_past, head_dim).
 LayerCache = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -63,35 +63,18 @@ class DecoderOutput:
     logits: torch.Tensor  # (B, T, vocab) — or (B, 1, vocab) with last_only
     loss: torch.Tensor | None = None  # mean next-token cross-entropy (nats) when targets are given
     cache: list[LayerCache] | None = None  # per layer (K, V), when use_cache
-    attentions: list[torch.Tensor] = field(default_factory=list)  # per layer (B, n_head, T, T_total)
+    attentions: list[torch.Tensor] = field(default_factory=list)  # per layer (B, n_head, T, T_all)
 
 
 class CausalSelfAttention(nn.Module):
-    r"""Masked multi-head self-attention (Chapter 05, eq. (1)).
+    r"""Masked multi-head self-attention.
 
-    Each head $i$ projects the input $X \in \mathbb{R}^{T\times d}$ to queries, keys and values
-    $Q_i = XW^Q_i,\ K_i = XW^K_i,\ V_i = XW^V_i$ (one fused ``c_attn`` linear layer makes all three for
-    all heads) and computes
-
-    $$
-    \operatorname{head}_i = \operatorname{softmax}\!\Big(\frac{Q_i K_i^\top}{\sqrt{d_k}} + M\Big) V_i,
-    \qquad
-    M_{ts} = \begin{cases} 0 & s \le t \\ -\infty & s > t \end{cases}
-    $$
-
-    then concatenates the heads and mixes them with ``c_proj`` ($W^O$).
-
-    *The mask* $M$ makes position $t$ blind to every later position $s > t$: $e^{-\infty} = 0$, so
-    those weights vanish after the softmax. That is what makes the model a *decoder*: training on
-    a whole sequence at once predicts each $x_{t+1}$ from $x_{\le t}$ only, never from the answer.
-
-    *The scaling* $1/\sqrt{d_k}$: if the entries of $q$ and $k$ are independent with mean 0 and
-    variance 1, then $q\cdot k = \sum_{j=1}^{d_k} q_j k_j$ has variance $d_k$. Unscaled, the scores grow
-    with the head size, the softmax saturates to one-hot and its gradient vanishes; dividing by
-    $\sqrt{d_k}$ brings the variance back to 1.
-
-    With a cache the new queries attend to the cached keys/values of all earlier positions plus their
-    own; a query at absolute position $t$ still sees only positions $\le t$.
+    Each head $i$ projects $X \in \mathbb{R}^{T\times d}$ to $Q_i = XW^Q_i,\ K_i = XW^K_i,\
+    V_i = XW^V_i$ (one fused ``c_attn`` layer makes all three for all heads), computes
+    $\operatorname{head}_i = \operatorname{softmax}(Q_i K_i^\top / \sqrt{d_k} + M) V_i$ with
+    $M_{ts} = -\infty$ for $s > t$ (else 0), concatenates the heads and mixes them with ``c_proj``.
+    With a cache the new queries also attend to the cached keys/values of all earlier positions; a
+    query at absolute position $t$ still sees only positions $\le t$.
     """
 
     def __init__(self, config: DecoderConfig) -> None:
@@ -107,12 +90,12 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self, x: torch.Tensor, past: LayerCache | None = None, return_attention: bool = False
     ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
-        """``x``: (B, T, d). Returns (output (B, T, d), this layer's (K, V) incl. ``past``, weights or None)."""
+        """``x`` (B, T, d) → (output (B, T, d), (K, V) including ``past``, weights or None)."""
         B, T, d = x.shape
         q, k, v = self.c_attn(x).split(d, dim=2)
         # (B, T, d) -> (B, n_head, T, head_dim): every head attends independently
         q, k, v = (t.view(B, T, self.n_head, self.head_dim).transpose(1, 2) for t in (q, k, v))
-        if past is not None:
+        if past is not None:  # the KV cache: earlier positions' keys and values, computed once
             k = torch.cat([past[0], k], dim=2)
             v = torch.cat([past[1], v], dim=2)
         T_total = k.size(2)
@@ -120,7 +103,7 @@ class CausalSelfAttention(nn.Module):
         # query i sits at absolute position (T_total - T + i) and may see keys 0 .. that position
         q_pos = torch.arange(T_total - T, T_total, device=x.device).unsqueeze(1)
         k_pos = torch.arange(T_total, device=x.device).unsqueeze(0)
-        scores = scores.masked_fill(k_pos > q_pos, float("-inf"))
+        scores = scores.masked_fill(k_pos > q_pos, float("-inf"))  # M: -inf above the diagonal
         weights = F.softmax(scores, dim=-1)
         y = self.attn_dropout(weights) @ v  # (B, n_head, T, head_dim)
         y = y.transpose(1, 2).contiguous().view(B, T, d)  # concatenate the heads
@@ -128,9 +111,8 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    r"""Position-wise feed-forward network: $\operatorname{MLP}(x) = W_2\,\operatorname{GELU}(W_1 x + b_1) + b_2$,
-    hidden size $4d$. GELU in GPT-2's tanh approximation
-    $\tfrac12 x\,(1 + \tanh[\sqrt{2/\pi}\,(x + 0.044715\,x^3)])$ (HF's ``gelu_new``)."""
+    r"""Position-wise feed-forward network $W_2\,\operatorname{GELU}(W_1 x + b_1) + b_2$, hidden
+    size $4d$, GELU in GPT-2's tanh approximation (HF's ``gelu_new``)."""
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -146,9 +128,8 @@ class Block(nn.Module):
     r"""A pre-LayerNorm residual block: $h' = h + \operatorname{Attn}(\operatorname{LN}_1 h)$,
     $h'' = h' + \operatorname{MLP}(\operatorname{LN}_2 h')$.
 
-    Normalising *inside* the branch (GPT-2; the 2017 paper normalised after the sum) leaves an
-    un-normalised identity path from the embeddings to the head, which keeps deep stacks trainable
-    without learning-rate warm-up tricks."""
+    Normalising *inside* the branch (GPT-2; the 2017 paper normalised after the sum) leaves a clean
+    identity path from the embeddings to the head, which keeps deep stacks trainable."""
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -178,10 +159,9 @@ class Decoder(nn.Module):
         self.h = nn.ModuleList(Block(config) for _ in range(config.n_layer))
         self.ln_f = nn.LayerNorm(config.n_embd, eps=config.layer_norm_eps)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied: the same matrix reads tokens in and scores them out
+        self.lm_head.weight = self.wte.weight  # tied: one matrix reads tokens in and scores out
         self.apply(self._init_weights)
-        # GPT-2: scale the residual projections by 1/sqrt(2 L) so the residual stream's variance
-        # does not grow with depth
+        # GPT-2: residual projections scaled by 1/sqrt(2 L), so the stream's variance stays put
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
@@ -193,29 +173,21 @@ class Decoder(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def num_parameters(self) -> int:
-        """Parameters counted once (the tied head adds none)."""
-        return sum(p.numel() for p in self.parameters())
-
     def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        cache: list[LayerCache] | None = None,
-        use_cache: bool = False,
-        last_only: bool = False,
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None,
+        cache: list[LayerCache] | None = None, use_cache: bool = False, last_only: bool = False,
         return_attention: bool = False,
     ) -> DecoderOutput:
         r"""``idx`` (B, T) token ids → :class:`DecoderOutput`.
 
-        ``targets`` (B, T): the next tokens; the loss is the mean of $-\log p(x_{t+1}\mid x_{\le t})$.
+        ``targets`` (B, T): the next tokens; the loss is the mean $-\log p(x_{t+1}\mid x_{\le t})$.
         ``cache``: the (K, V) of the positions before ``idx`` (positions continue after them).
         ``last_only``: score only the last position (all that generation needs).
         """
         B, T = idx.shape
         start = 0 if cache is None else cache[0][0].size(2)
         if start + T > self.config.block_size:
-            raise ValueError(f"sequence of {start + T} tokens exceeds block_size={self.config.block_size}")
+            raise ValueError(f"{start + T} tokens exceed block_size={self.config.block_size}")
         pos = torch.arange(start, start + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, d) + (T, d) broadcast
         presents: list[LayerCache] = []
@@ -236,30 +208,22 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        greedy: bool = False,
-        use_cache: bool = True,
+        self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
+        top_k: int | None = None, greedy: bool = False, use_cache: bool = True,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
-        r"""Append ``max_new_tokens`` tokens to ``idx`` (B, T), one at a time.
+        """Append ``max_new_tokens`` tokens to ``idx`` (B, T), one at a time.
 
-        Without a cache, every step runs the whole sequence so far through the model again, so step
-        $t$ costs $O(t)$ token-passes and $n$ new tokens cost $O(n^2)$. With a cache, the prompt runs
-        once ("prefill") and each later step feeds only the newest token, re-using the keys and values
-        of earlier positions (they never change: position $s$ sees only positions $\le s$) — $O(n)$.
-        The total length must fit in ``block_size`` (no sliding window, so both ways give the same
-        tokens).
+        Without a cache every step runs the whole sequence again. With one, the prompt runs once
+        (prefill) and each later step feeds only the newest token, re-using the cached keys and
+        values.
         """
         if idx.size(1) + max_new_tokens > self.config.block_size:
             raise ValueError("prompt + max_new_tokens exceeds block_size")
         cache: list[LayerCache] | None = None
         step_input = idx
         for _ in range(max_new_tokens):
-            if use_cache:
+            if use_cache:  # one cached step: only the new tokens go in, their K, V are appended
                 out = self(step_input, cache=cache, use_cache=True, last_only=True)
                 cache = out.cache
             else:
@@ -287,60 +251,38 @@ class Decoder(nn.Module):
         return torch.stack([a[0] for a in out.attentions])
 
 
-# --------------------------------------------------------------------------------------------------
-# HF GPT-2 → Decoder
-# --------------------------------------------------------------------------------------------------
-
-
-def config_from_hf_gpt2(hf_config) -> DecoderConfig:  # noqa: ANN001 - transformers.GPT2Config
-    """The :class:`DecoderConfig` of a ``GPT2Config`` (only the standard GPT-2 variants are supported)."""
-    if hf_config.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
-        raise ValueError(f"unsupported activation {hf_config.activation_function!r}")
-    if getattr(hf_config, "n_inner", None) not in (None, 4 * hf_config.n_embd):
+def config_from_hf_gpt2(hf_config) -> DecoderConfig:
+    """The :class:`DecoderConfig` of a ``transformers.GPT2Config`` (standard GPT-2 only)."""
+    c = hf_config
+    if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise ValueError(f"unsupported activation {c.activation_function!r}")
+    if getattr(c, "n_inner", None) not in (None, 4 * c.n_embd):
         raise ValueError("only n_inner = 4 * n_embd is supported")
-    if getattr(hf_config, "scale_attn_by_inverse_layer_idx", False) or not getattr(
-        hf_config, "scale_attn_weights", True
-    ):
+    if getattr(c, "scale_attn_by_inverse_layer_idx", False) or not c.scale_attn_weights:
         raise ValueError("only the standard 1/sqrt(d_k) attention scaling is supported")
-    return DecoderConfig(
-        vocab_size=hf_config.vocab_size,
-        block_size=hf_config.n_positions,
-        n_layer=hf_config.n_layer,
-        n_head=hf_config.n_head,
-        n_embd=hf_config.n_embd,
-        dropout=0.0,
-        layer_norm_eps=hf_config.layer_norm_epsilon,
-    )
+    return DecoderConfig(c.vocab_size, c.n_positions, c.n_layer, c.n_head, c.n_embd, dropout=0.0,
+                         layer_norm_eps=c.layer_norm_epsilon)
 
 
-def from_hf_gpt2(hf_model) -> Decoder:  # noqa: ANN001 - transformers.GPT2LMHeadModel
-    """Copy the weights of a HF ``GPT2LMHeadModel`` into a new :class:`Decoder` (eval mode).
+def from_hf_gpt2(hf_model) -> Decoder:
+    r"""Copy the weights of a HF ``GPT2LMHeadModel`` into a new :class:`Decoder` (eval mode).
 
     The names match one to one, with one catch: HF's GPT-2 keeps OpenAI's ``Conv1D`` layers, whose
-    weight is stored as (in_features, out_features) and applied as $x W + b$, while ``nn.Linear``
-    stores (out_features, in_features) and applies $x W^\\top + b$. So ``c_attn``, ``c_proj`` and
-    ``c_fc`` weights are transposed on the way in; everything else is copied as is.
+    weight is stored as (in, out) and applied as $x W + b$, while ``nn.Linear`` stores (out, in) and
+    applies $x W^\top + b$. So the ``c_attn``, ``c_proj`` and ``c_fc`` weights are transposed.
     """
     model = Decoder(config_from_hf_gpt2(hf_model.config))
     source = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
-    target = model.state_dict()
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
     with torch.no_grad():
-        for name, tensor in target.items():
+        for name, tensor in model.state_dict().items():
             if name not in source:
                 raise KeyError(f"{name} not in the GPT-2 state dict")
-            value = source[name]
-            if name.endswith(conv1d):
-                value = value.t()
+            value = source[name].t() if name.endswith(conv1d) else source[name]
             if value.shape != tensor.shape:
-                raise ValueError(f"{name}: GPT-2 has {tuple(value.shape)}, Decoder wants {tuple(tensor.shape)}")
+                raise ValueError(f"{name}: GPT-2 {tuple(value.shape)}, ours {tuple(tensor.shape)}")
             tensor.copy_(value)
     return model.eval()
-
-
-# --------------------------------------------------------------------------------------------------
-# Characters, data and training
-# --------------------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -358,10 +300,7 @@ class CharTokenizer:
 
     def __post_init__(self) -> None:
         self.stoi = {c: i for i, c in enumerate(self.chars)}
-
-    @property
-    def vocab_size(self) -> int:
-        return len(self.chars)
+        self.vocab_size = len(self.chars)
 
     def encode(self, text: str) -> list[int]:
         return [self.stoi.get(c, 0) for c in text]
@@ -373,16 +312,15 @@ class CharTokenizer:
 def random_batch(
     data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch_size`` random windows of a 1-D id stream: inputs (B, T) and next-token targets (B, T)."""
+    """``batch_size`` random windows of a 1-D id stream: inputs (B, T) and next tokens (B, T)."""
     starts = torch.randint(0, data.numel() - block_size - 1, (batch_size,), generator=generator)
-    x = torch.stack([data[s : s + block_size] for s in starts.tolist()])
-    y = torch.stack([data[s + 1 : s + block_size + 1] for s in starts.tolist()])
-    return x, y
+    windows = torch.stack([data[s : s + block_size + 1] for s in starts.tolist()])
+    return windows[:, :-1], windows[:, 1:]
 
 
 @torch.no_grad()
 def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
-    """Token-weighted mean next-token NLL (nats) over a whole 1-D stream, cut into non-overlapping windows.
+    """Token-weighted mean next-token NLL (nats) over a 1-D stream cut into non-overlapping windows.
 
     Every token after the first is predicted exactly once (its context is the window it falls in).
     """
@@ -392,31 +330,33 @@ def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size:
     n_full = (data.numel() - 1) // block_size
     x_all = data[: n_full * block_size].view(n_full, block_size)
     y_all = data[1 : n_full * block_size + 1].view(n_full, block_size)
-    total, count = 0.0, 0
-    for i in range(0, n_full, batch_size):
-        x, y = x_all[i : i + batch_size].to(device), y_all[i : i + batch_size].to(device)
-        logits = model(x).logits
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum").item()
-        count += y.numel()
+    windows = [(x_all[i : i + batch_size], y_all[i : i + batch_size])
+               for i in range(0, n_full, batch_size)]
     rest = data[n_full * block_size :]
     if rest.numel() > 1:  # the short tail window
-        logits = model(rest[:-1].unsqueeze(0).to(device)).logits[0]
-        total += F.cross_entropy(logits, rest[1:].to(device), reduction="sum").item()
-        count += rest.numel() - 1
+        windows.append((rest[:-1].unsqueeze(0), rest[1:].unsqueeze(0)))
+    total, count = 0.0, 0
+    for x, y in windows:
+        logits = model(x.to(device)).logits
+        nll = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum")
+        total += nll.item()
+        count += y.numel()
     model.train(was_training)
     return total / count
 
 
-def ngram_baselines(train: Sequence[int], val: Sequence[int], vocab_size: int, alpha: float = 1.0) -> dict:
-    r"""Held-out NLL (nats/char) of add-$\alpha$ smoothed unigram and bigram models fitted on ``train``.
+def ngram_baselines(
+    train: Sequence[int], val: Sequence[int], vocab_size: int, alpha: float = 1.0
+) -> dict[str, float]:
+    r"""Held-out NLL (nats/char) of add-$\alpha$ smoothed unigram and bigram models of ``train``.
 
-    $p(c) = \frac{n(c)+\alpha}{N + \alpha V}$, $p(c \mid b) = \frac{n(b,c)+\alpha\,p(c)\,V}{n(b) + \alpha V}$
-    (the bigram backs off towards the unigram). A Transformer that does not beat these has learned nothing
-    beyond character frequencies and pairs."""
+    $p(c) = \frac{n(c)+\alpha}{N + \alpha V}$,
+    $p(c \mid b) = \frac{n(b,c)+\alpha\,p(c)\,V}{n(b) + \alpha V}$
+    (the bigram backs off towards the unigram). A Transformer that does not beat these has learned
+    nothing beyond character frequencies and pairs."""
     V = vocab_size
     uni = Counter(train)
-    N = len(train)
-    p_uni = {c: (uni.get(c, 0) + alpha) / (N + alpha * V) for c in range(V)}
+    p_uni = {c: (uni.get(c, 0) + alpha) / (len(train) + alpha * V) for c in range(V)}
     bi = Counter(zip(train[:-1], train[1:]))
     ctx = Counter(train[:-1])
     nll_uni = -sum(math.log(p_uni[c]) for c in val[1:]) / (len(val) - 1)
@@ -427,100 +367,60 @@ def ngram_baselines(train: Sequence[int], val: Sequence[int], vocab_size: int, a
 
 
 def train_char_lm(
-    model: Decoder,
-    train_data: torch.Tensor,
-    val_data: torch.Tensor,
-    steps: int,
-    batch_size: int,
-    lr: float = 3e-3,
-    weight_decay: float = 0.1,
-    warmup: int = 20,
-    eval_every: int = 50,
-    seed: int = 0,
-    progress: bool = True,
-) -> dict[str, list[float]]:
-    """Train with AdamW, linear warm-up + cosine decay and gradient clipping, for a fixed number of steps.
+    model: Decoder, train_data: torch.Tensor, val_data: torch.Tensor, steps: int, batch_size: int,
+    lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 20, eval_every: int = 50,
+    seed: int = 0, progress: bool = True,
+) -> History:
+    """Train on random windows for ``steps`` steps with :func:`core.train.fit`.
 
-    Returns ``{"train": per-step loss, "val_step": [...], "val": held-out loss at those steps}``.
+    AdamW (matrices decay, biases and gains do not), linear warm-up then cosine decay to 10 % of
+    ``lr``, gradients clipped to norm 1; the windows come from a generator seeded with ``seed``.
+    The held-out :func:`stream_loss` runs every ``eval_every`` steps: ``h["val"]`` at ``h["step"]``.
     """
-    from tqdm.auto import tqdm
-
     device = next(model.parameters()).device
     block = model.config.block_size
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=lr,
-        betas=(0.9, 0.99),
-    )
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress_ = (step - warmup) / max(1, steps - warmup)
-        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress_)))
-
+    opt = adamw(model, lr, weight_decay, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    history: dict[str, list[float]] = {"train": [], "val_step": [], "val": []}
-    model.train()
-    bar = tqdm(range(steps), desc="training", disable=not progress)
-    for step in bar:
-        for group in opt.param_groups:
-            group["lr"] = lr_at(step)
+
+    def step(i: int) -> torch.Tensor:
         x, y = random_batch(train_data, batch_size, block, gen)
-        loss = model(x.to(device), y.to(device)).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        history["train"].append(loss.item())
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
-            history["val_step"].append(step + 1)
-            history["val"].append(stream_loss(model, val_data, block))
-            bar.set_postfix(train=f"{loss.item():.3f}", val=f"{history['val'][-1]:.3f}")
+        return model(x.to(device), y.to(device)).loss
+
+    model.train()
+    schedule = warmup_cosine_scheduler(opt, warmup, steps, floor=0.1)
+    history = fit(step, steps, opt, scheduler=schedule, clip=1.0, eval_every=eval_every,
+                  evaluate=lambda: {"val": stream_loss(model, val_data, block)},
+                  desc="training", progress=progress)
     model.eval()
     return history
 
 
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    """A seeded generator on ``device`` (``torch.multinomial`` wants one on the tensor's device)."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_generation(
     model: Decoder, prompt: torch.Tensor, max_new_tokens: int, repeats: int = 3, seed: int = 0
-) -> dict[str, float | torch.Tensor]:
-    """Time :meth:`Decoder.generate` without and with the cache on the same prompt, sampler and seed.
+) -> dict[str, float | bool]:
+    """Time :meth:`Decoder.generate` without and with the cache: same prompt, sampler and seed.
 
-    Fair by construction: the same model, prompt and seeded sampler, both in ``inference_mode``, both
-    score only the last position, one warm-up run each, then the best of ``repeats`` interleaved runs.
-    Returns seconds for each, the speed-up, and both outputs (the caller asserts they are equal).
+    Both run in ``inference_mode`` and score only the last position, after a short warm-up; the
+    runs alternate (so a burst of load hits both alike) and each time is the best of ``repeats``.
+    Returns both times, the speed-up, and whether the two generated the same tokens.
     """
     model.eval()
-    times: dict[bool, list[float]] = {False: [], True: []}
     outputs: dict[bool, torch.Tensor] = {}
+    times: dict[bool, list[float]] = {False: [], True: []}
     with torch.inference_mode():
         for use_cache in (False, True):  # warm-up
-            model.generate(prompt, 8, use_cache=use_cache, generator=_generator(prompt.device, seed))
+            model.generate(prompt, 8, greedy=True, use_cache=use_cache)
         for _ in range(repeats):
             for use_cache in (False, True):
-                gen = _generator(prompt.device, seed)
-                _sync(prompt.device)
-                t0 = time.perf_counter()
-                outputs[use_cache] = model.generate(prompt, max_new_tokens, use_cache=use_cache, generator=gen)
-                _sync(prompt.device)
-                times[use_cache].append(time.perf_counter() - t0)
-    t_plain, t_cache = min(times[False]), min(times[True])
+                gen = torch.Generator(device=prompt.device).manual_seed(seed)
+                with Stopwatch() as sw:
+                    outputs[use_cache] = model.generate(prompt, max_new_tokens, use_cache=use_cache,
+                                                        generator=gen)
+                times[use_cache].append(sw.seconds)
+    plain, cached = min(times[False]), min(times[True])
     return {
-        "seconds_no_cache": t_plain,
-        "seconds_cache": t_cache,
-        "speedup": t_plain / t_cache,
-        "out_no_cache": outputs[False],
-        "out_cache": outputs[True],
+        "seconds_no_cache": plain,
+        "seconds_cache": cached,
+        "speedup": plain / cached,
+        "outputs_equal": torch.equal(outputs[False], outputs[True]),
     }

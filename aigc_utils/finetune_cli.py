@@ -1,20 +1,28 @@
-"""Chapter 06 beyond one machine: fine-tune a GPT-2 with ``accelerate`` (one GPU, many GPUs, many nodes).
+"""Chapter 06 beyond one machine: one fine-tuning script for one process, N GPUs or two machines.
 
-The same recipe as the chapter's manual loop (AdamW, warmup + cosine, clipping), written against
-``accelerate.Accelerator`` so one script runs everywhere::
+The chapter's recipe (AdamW, warmup + cosine, clipping) written against ``accelerate.Accelerator``.
+Launched as several processes it trains data-parallel: each process reads its own shard of the
+blocks, ``accelerator.backward`` averages the gradients over the processes, and process 0 alone
+logs, evaluates and writes the model, ``metrics.json`` and ``shards.json`` (the blocks each process
+trained on). The command lines, all run from the repository root::
 
-    # one process (CPU or one GPU)
-    accelerate launch -m aigc_utils.finetune_cli --data kjv --init scratch --steps 200
-    # 8 GPUs on one machine, bf16
+    # one process (the CPU or one GPU); plain `python -m aigc_utils.finetune_cli` does the same
+    accelerate launch --num_processes 1 -m aigc_utils.finetune_cli --data kjv --steps 200
+    # two CPU processes on one machine (gloo; what tests/test_finetune_cli.py runs, with
+    # CUDA_VISIBLE_DEVICES= in front so that a machine with GPUs still uses its CPU)
+    torchrun --standalone --nproc_per_node 2 -m aigc_utils.finetune_cli --data kjv --steps 200
+    # N = 8 GPUs on one machine (NCCL), bf16
     accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 \\
         -m aigc_utils.finetune_cli --data kjv --init gpt2 --steps 1000 --batch-size 8 --context 512
-    # 2 nodes × 8 GPUs: the same line on every node, with its own --machine_rank
+    # two machines × 8 GPUs: the same line on both, --machine_rank 0 on 10.0.0.1, 1 on the other
     accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank 0 \\
         --main_process_ip 10.0.0.1 --main_process_port 29500 -m aigc_utils.finetune_cli ...
 
-``accelerator.prepare`` wraps the model in DistributedDataParallel and shards the DataLoader, so every
-process sees different blocks and the effective batch is ``batch_size × processes × grad_accum``.
-``python -m aigc_utils.finetune_cli`` (no launcher) runs the same code as a single process.
+The book launches GPUs with ``accelerate launch`` (its flags set mixed precision; it starts the
+processes with torchrun) and CPU processes with ``torchrun`` itself: ``accelerate launch --cpu
+--num_processes 2`` starts *one* process, because accelerate starts several CPU processes only
+through MPI (``accelerate config`` → multi-CPU, ``--mpirun_hostfile``), which PyTorch lacks.
+Each optimizer step consumes ``batch_size × grad_accum × processes`` blocks.
 """
 
 from __future__ import annotations
@@ -22,10 +30,18 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+    from transformers import GPT2LMHeadModel
+
+    from .gpt2_finetune import TargetCorpus
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,12 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="accelerate launch -m aigc_utils.finetune_cli",
         description="Fine-tune GPT-2 on a target corpus with accelerate (Chapter 06).",
-        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),  # same help on every terminal
+        formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100),  # any terminal
     )
-    p.add_argument("--data", default="kjv", choices=["kjv", "fortunes"], help="target corpus (held-out split built in)")
+    p.add_argument("--data", default="kjv", choices=["kjv", "fortunes"],
+                   help="target corpus (held-out split built in)")  # fmt: skip
     p.add_argument("--init", default="scratch",
-                   help="'scratch' (tiny GPT-2 from --n-layer/--n-embd/--n-head), 'gpt2' (hub, online only) "
-                        "or a folder written by save_pretrained")  # fmt: skip
+                   help="'scratch' (tiny GPT-2 from --n-layer/--n-embd/--n-head), 'gpt2' (hub, "
+                        "online only) or a folder written by save_pretrained")  # fmt: skip
     p.add_argument("--n-layer", type=int, default=4)
     p.add_argument("--n-embd", type=int, default=128)
     p.add_argument("--n-head", type=int, default=4)
@@ -50,90 +67,120 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--weight-decay", type=float, default=0.1)
     p.add_argument("--grad-clip", type=float, default=1.0)
-    p.add_argument("--eval-tokens", type=int, default=4096, help="held-out tokens scored at the end")
+    p.add_argument("--eval-tokens", type=int, default=4096,
+                   help="held-out tokens scored before and after training")  # fmt: skip
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/finetune", help="folder for the model and metrics.json")
     return p
 
 
-def load_model(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def load_model(args: argparse.Namespace) -> GPT2LMHeadModel:
     """The model ``--init`` names (the hub only when reachable and AIGC_OFFLINE is unset)."""
     from transformers import GPT2LMHeadModel
 
     from .gpt2_finetune import hub_available, new_gpt2, tiny_gpt2_config
 
-    if args.init == "scratch":
-        return new_gpt2(tiny_gpt2_config(args.n_layer, args.n_embd, args.n_head, args.context), args.seed)
-    if Path(args.init).is_dir():
-        return GPT2LMHeadModel.from_pretrained(args.init)
-    if not hub_available():
-        raise SystemExit(f"--init {args.init}: the hub is not reachable (or AIGC_OFFLINE=1); use 'scratch' or a folder")
+    if args.init == "scratch":  # dropout 0: a seeded run is deterministic
+        config = tiny_gpt2_config(args.n_layer, args.n_embd, args.n_head, args.context)
+        return new_gpt2(config, args.seed)
+    if not Path(args.init).is_dir() and not hub_available():
+        raise SystemExit(f"--init {args.init}: the hub is not reachable (or AIGC_OFFLINE=1)")
     return GPT2LMHeadModel.from_pretrained(args.init)
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    """Fine-tune, evaluate held-out perplexity on the main process, save model + ``metrics.json``."""
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+def several_cpu_processes() -> bool:
+    """Launched as several processes on a machine without CUDA (torchrun sets ``WORLD_SIZE``).
 
-    from .gpt2_finetune import make_blocks, param_groups, perplexity, target_corpus, warmup_cosine
+    accelerate joins such processes into one gloo group only when told it runs on the CPU;
+    otherwise each of them would train alone.
+    """
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def held_out_ppl(accelerator: Accelerator, model: torch.nn.Module, corpus: TargetCorpus,
+                 context: int, n_tokens: int) -> float:  # fmt: skip
+    """Held-out perplexity of the (unwrapped) model; leaves it in training mode."""
+    from .gpt2_finetune import perplexity
+
+    plain = accelerator.unwrap_model(model)
+    ppl = perplexity(plain, corpus.held_out[:n_tokens], context, context // 2,
+                     device=accelerator.device).ppl  # fmt: skip
+    plain.train()
+    return ppl
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    """Fine-tune data-parallel; process 0 evaluates and saves model, metrics.json, shards.json."""
+    from accelerate import Accelerator
+    from accelerate.utils import gather_object, set_seed
+
+    from .core.train import adamw, warmup_cosine_scheduler
+    from .gpt2_finetune import make_blocks, target_corpus
 
     args = build_parser().parse_args(argv)
-    accelerator = Accelerator(gradient_accumulation_steps=args.grad_accum)
+    accelerator = Accelerator(cpu=several_cpu_processes(),
+                              gradient_accumulation_steps=args.grad_accum)  # fmt: skip
     set_seed(args.seed)
     model = load_model(args)
     context = min(args.context, model.config.n_positions)
     corpus = target_corpus(args.data)
     per_step = args.batch_size * args.grad_accum * accelerator.num_processes
     blocks = make_blocks(corpus.train, context, args.steps * per_step, args.seed)
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(blocks), batch_size=args.batch_size)
-    opt = torch.optim.AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=(0.9, 0.95))
-    # The schedule is stepped by hand once per optimizer step (a prepared scheduler would step once per
-    # process), so --steps means optimizer steps whatever the number of processes.
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, args.warmup, args.steps))
+    data = torch.utils.data.TensorDataset(torch.arange(len(blocks)), blocks)  # (index, block)
+    loader = torch.utils.data.DataLoader(data, batch_size=args.batch_size)  # no shuffle: seeded
+    opt = adamw(model, args.lr, args.weight_decay, betas=(0.9, 0.95))
+    # Stepped by hand once per optimizer step: --steps means optimizer steps for any process count.
+    sched = warmup_cosine_scheduler(opt, args.warmup, args.steps)
+    # prepare: DDP around the model (gradients averaged in backward), one shard of the loader each
     model, opt, loader = accelerator.prepare(model, opt, loader)
-    accelerator.print(
-        f"{accelerator.num_processes} process(es) on {accelerator.device}, mixed precision "
-        f"{accelerator.mixed_precision}; {args.steps} steps × {per_step} blocks × {context} tokens"
-    )
+    main_process = accelerator.is_main_process  # process 0 of all machines: the one that logs
+    untrained = math.nan
+    if main_process:
+        print(f"{accelerator.num_processes} process(es), {accelerator.distributed_type.value} on "
+              f"{accelerator.device}; {args.steps} steps × {per_step} blocks × {context} tokens")
+        untrained = held_out_ppl(accelerator, model, corpus, context, args.eval_tokens)
 
     model.train()
+    seen: list[int] = []  # the indices of the blocks this process trains on
     step, t0, loss_value = 0, time.perf_counter(), math.nan
-    for (x,) in loader:
+    for index, x in loader:
+        seen += index.tolist()
         with accelerator.accumulate(model):
             loss = model(input_ids=x, labels=x).loss
-            accelerator.backward(loss)
+            accelerator.backward(loss)  # the all-reduce: every process now holds the mean gradient
             if accelerator.sync_gradients:
                 accelerator.clip_grad_norm_(model.parameters(), args.grad_clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
         if accelerator.sync_gradients:
-            if not accelerator.optimizer_step_was_skipped:
+            if not accelerator.optimizer_step_was_skipped:  # fp16 overflow: no step, no schedule
                 sched.step()
             step += 1
-            loss_value = accelerator.gather(loss.detach()).mean().item()
-            if step % args.log_every == 0 or step == args.steps:
-                accelerator.print(f"step {step:5d}  loss {loss_value:.4f}  lr {sched.get_last_lr()[0]:.2e}")
+            loss_value = accelerator.reduce(loss.detach(), "mean").item()
+            if main_process and (step % args.log_every == 0 or step == args.steps):
+                print(f"step {step:5d}  loss {loss_value:.4f}  lr {sched.get_last_lr()[0]:.2e}")
             if step >= args.steps:
                 break
     seconds = time.perf_counter() - t0
-    accelerator.wait_for_everyone()
+    shards = gather_object([seen])  # one list of block indices per process, on every process
 
     metrics: dict[str, float] = {}
-    if accelerator.is_main_process:
-        plain = accelerator.unwrap_model(model)
-        held = corpus.held_out[: args.eval_tokens]
-        ppl = perplexity(plain, held, context, context // 2, device=accelerator.device)
+    if main_process:
         metrics = {
-            "steps": step, "processes": accelerator.num_processes, "final_loss": loss_value,
-            "held_out_ppl": ppl.ppl, "tokens_per_s": step * per_step * context / seconds, "seconds": seconds,
+            "steps": step, "processes": accelerator.num_processes, "blocks_per_step": per_step,
+            "final_loss": loss_value, "untrained_ppl": untrained,
+            "held_out_ppl": held_out_ppl(accelerator, model, corpus, context, args.eval_tokens),
+            "tokens_per_s": step * per_step * context / seconds, "seconds": seconds,
+            "written_by": accelerator.process_index,
         }  # fmt: skip
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        plain.save_pretrained(out, save_function=accelerator.save)
+        accelerator.unwrap_model(model).save_pretrained(out, save_function=accelerator.save)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        accelerator.print(json.dumps(metrics))
+        (out / "shards.json").write_text(json.dumps({"blocks_per_process": shards}))
+        print(f"process {accelerator.process_index} wrote {out}", flush=True)
+        print(json.dumps(metrics), flush=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return metrics

@@ -1,31 +1,16 @@
-"""Chapter 08 — image repair: masks, classical inpainting, a small U-Net inpainter and denoiser, metrics.
+r"""Chapter 08 — image repair: seeded masks, classical fills, a U-Net inpainter and denoiser.
 
-The chapter compares, on *the same* seeded masks,
-
-* classical fills: the per-image mean of the known pixels, biharmonic inpainting
-  (``skimage.restoration.inpaint_biharmonic``) and Telea's fast-marching method (``cv2.inpaint``);
-* a small U-Net that sees the masked image and the mask, trained first with a masked L1 loss and then
-  fine-tuned with an added patch-discriminator adversarial loss;
-* the same U-Net family trained to remove Gaussian noise, against total-variation and non-local-means
-  denoising from scikit-image.
-
-Every repaired image is a *composite*: known pixels are copied from the input and only hole pixels come
-from the method, $\\hat x = (1-m)\\odot x + m\\odot f(x\\odot(1-m), m)$ with $m=1$ on the hole.
-
-Hole PSNR (Chapter 08, eq. (1)) pools the squared error over **all hole pixels of a set of images**,
-
-$$\\mathrm{PSNR}_\\text{hole} = 10\\log_{10}\\frac{1}{\\sum_i\\sum_p m_{ip}(\\hat x_{ip}-x_{ip})^2 / \\sum_i\\sum_p m_{ip}},$$
-
-so a hole that happens to cover only (exactly reproducible) background adds zero error and many hole
-pixels, but never makes the number infinite, and large holes weigh more than small ones. This equals
-``skimage.metrics.peak_signal_noise_ratio`` / torchmetrics' PSNR (``data_range=1``) applied to the vector
-of all hole pixels (a unit test checks it).
+Classical fills (known-pixel mean, biharmonic, Telea) and a small U-Net (Ronneberger et al., 2015)
+trained with a masked L1 loss, optionally fine-tuned against a patch discriminator, repair *the
+same* seeded holes; the same U-Net, trained as a residual denoiser, meets total-variation and
+non-local-means denoising. Every repair is a composite $\hat x = (1-m)\odot x + m\odot f$ ($m=1$
+on the hole); hole PSNR pools the squared error over all hole pixels of a set (:func:`psnr_pooled`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Sequence
 
 import cv2
@@ -33,23 +18,23 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 from tqdm.auto import tqdm
 
-from .checkpoints import cached_module
+from .core.checkpoints import cached_module
+from .core.gan import gan_step
+from .core.plotting import image_grid
+from .core.train import History, fit
 
 MASK_KINDS: tuple[str, ...] = ("centre", "rects", "strokes")
 RATIO_BINS: tuple[float, ...] = (0.0, 0.10, 0.20, 0.30, 1.0)
 RATIO_LABELS: tuple[str, ...] = ("<10%", "10-20%", "20-30%", ">=30%")
+Device = torch.device | str
 
-
-# --------------------------------------------------------------------------------------------------
-# Masks: deterministic per (seed, index), so every method sees exactly the same holes
-# --------------------------------------------------------------------------------------------------
-
-
-def centre_square_mask(size: int, rng: np.random.Generator, frac: tuple[float, float] = (0.2, 0.6)) -> np.ndarray:
-    """A square hole centred in a ``size×size`` image whose side is a random fraction ``frac`` of ``size``."""
+# ---- Masks: deterministic per (seed, index), so every method sees the same holes
+def centre_square_mask(size: int, rng: np.random.Generator, frac=(0.2, 0.6)) -> np.ndarray:
+    """A centred square hole whose side is a random fraction ``frac`` of ``size``."""
     side = int(rng.integers(max(1, round(frac[0] * size)), round(frac[1] * size) + 1))
     lo = (size - side) // 2
     mask = np.zeros((size, size), np.float32)
@@ -57,18 +42,19 @@ def centre_square_mask(size: int, rng: np.random.Generator, frac: tuple[float, f
     return mask
 
 
-def random_rects_mask(size: int, rng: np.random.Generator, max_rects: int = 3, frac: tuple[float, float] = (0.15, 0.5)) -> np.ndarray:
-    """One to ``max_rects`` axis-aligned rectangles with random sides (a fraction ``frac`` of ``size``) and places."""
+def random_rects_mask(size: int, rng: np.random.Generator, max_rects=3, frac=(0.15, 0.5)):
+    """One to ``max_rects`` rectangles, each side a random fraction ``frac`` of ``size``."""
     mask = np.zeros((size, size), np.float32)
+    lo, hi = round(frac[0] * size), round(frac[1] * size) + 1
     for _ in range(int(rng.integers(1, max_rects + 1))):
-        h, w = (int(rng.integers(round(frac[0] * size), round(frac[1] * size) + 1)) for _ in range(2))
+        h, w = (int(rng.integers(lo, hi)) for _ in range(2))
         top, left = int(rng.integers(0, size - h + 1)), int(rng.integers(0, size - w + 1))
         mask[top : top + h, left : left + w] = 1.0
     return mask
 
 
-def free_form_mask(size: int, rng: np.random.Generator, max_strokes: int = 4, max_vertices: int = 6) -> np.ndarray:
-    """Free-form brush strokes (Yu et al., 2019 style): random walks drawn with a thick round brush."""
+def free_form_mask(size: int, rng: np.random.Generator, max_strokes=4, max_vertices=6):
+    """Free-form brush strokes (Yu et al., 2019 style): random walks drawn with a thick brush."""
     mask = np.zeros((size, size), np.uint8)
     for _ in range(int(rng.integers(1, max_strokes + 1))):
         x, y = (int(v) for v in rng.integers(0, size, 2))
@@ -83,43 +69,27 @@ def free_form_mask(size: int, rng: np.random.Generator, max_strokes: int = 4, ma
     return mask.astype(np.float32)
 
 
-_GENERATORS: dict[str, Callable[[int, np.random.Generator], np.ndarray]] = {
-    "centre": centre_square_mask,
-    "rects": random_rects_mask,
-    "strokes": free_form_mask,
-}
+_GENERATORS = {"centre": centre_square_mask, "rects": random_rects_mask, "strokes": free_form_mask}
 
 
-def make_masks(n: int, size: int, seed: int, kinds: Sequence[str] = MASK_KINDS) -> tuple[torch.Tensor, list[str]]:
-    """``n`` hole masks ``(n, 1, size, size)`` (1 = missing) and their kinds, cycling through ``kinds``.
+def make_masks(n: int, size: int, seed: int, kinds: Sequence[str] = MASK_KINDS):
+    """``n`` hole masks ``(n, 1, size, size)`` (1 = missing) and their kinds, cycling ``kinds``.
 
-    Mask ``i`` depends only on ``(seed, i, size)``: the same call always gives the same masks, and a
-    longer list starts with the shorter one.
+    Mask ``i`` depends only on ``(seed, i, size)``, so a longer list starts with the shorter one.
     """
     masks = np.empty((n, 1, size, size), np.float32)
-    names = []
-    for i in range(n):
-        kind = kinds[i % len(kinds)]
-        rng = np.random.default_rng([seed, i])
-        mask = _GENERATORS[kind](size, rng)
-        if mask.sum() == 0:  # never happens with the defaults; keep every mask non-empty anyway
-            mask[size // 2, size // 2] = 1.0
-        masks[i, 0] = mask
-        names.append(kind)
+    names = [kinds[i % len(kinds)] for i in range(n)]
+    for i, kind in enumerate(names):
+        masks[i, 0] = _GENERATORS[kind](size, np.random.default_rng([seed, i]))
     return torch.from_numpy(masks), names
 
 
 def ratio_bin(ratios: Iterable[float]) -> list[str]:
     """The mask-ratio bin label (``RATIO_LABELS``) of each hole fraction."""
-    idx = np.digitize(np.asarray(list(ratios)), RATIO_BINS[1:-1], right=False)
-    return [RATIO_LABELS[i] for i in idx]
+    return [RATIO_LABELS[i] for i in np.digitize(np.asarray(list(ratios)), RATIO_BINS[1:-1])]
 
 
-# --------------------------------------------------------------------------------------------------
-# Classical baselines (per image, numpy)
-# --------------------------------------------------------------------------------------------------
-
-
+# ---- Classical baselines (per image, numpy)
 def _to_hwc(img: torch.Tensor) -> np.ndarray:
     return img.detach().cpu().numpy().transpose(1, 2, 0).astype(np.float64)
 
@@ -131,42 +101,36 @@ def _from_hwc(arr: np.ndarray) -> torch.Tensor:
 def mean_fill(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """Fill each hole with the per-image, per-channel mean of that image's known pixels."""
     known = 1 - masks
-    mean = (images * known).sum((-2, -1), keepdim=True) / known.sum((-2, -1), keepdim=True).clamp_min(1)
+    n_known = known.sum((-2, -1), keepdim=True).clamp_min(1)
+    mean = (images * known).sum((-2, -1), keepdim=True) / n_known
     return images * known + mean * masks
 
 
-def biharmonic_fill(images: torch.Tensor, masks: torch.Tensor, progress: bool = False) -> torch.Tensor:
-    """``skimage.restoration.inpaint_biharmonic`` on each image (solves $\\Delta^2 u = 0$ in the hole)."""
+def biharmonic_fill(images: torch.Tensor, masks: torch.Tensor, progress=False) -> torch.Tensor:
+    r"""``skimage.restoration.inpaint_biharmonic`` per image: $\Delta^2 u = 0$ in the hole."""
     from skimage.restoration import inpaint_biharmonic
 
     out = torch.empty_like(images)
     for i in tqdm(range(len(images)), desc="biharmonic", disable=not progress, leave=False):
         img, hole = _to_hwc(images[i]), masks[i, 0].numpy().astype(bool)
-        filled = inpaint_biharmonic(img, hole, channel_axis=-1)
-        out[i] = _from_hwc(np.clip(filled, 0, 1))
+        out[i] = _from_hwc(np.clip(inpaint_biharmonic(img, hole, channel_axis=-1), 0, 1))
     return images * (1 - masks) + out * masks
 
 
 def telea_fill(images: torch.Tensor, masks: torch.Tensor, radius: int = 3) -> torch.Tensor:
-    """OpenCV's Telea fast-marching inpainting (``cv2.INPAINT_TELEA``) on 8-bit copies of the images."""
+    """OpenCV's Telea fast-marching inpainting (``cv2.INPAINT_TELEA``) on 8-bit copies."""
     out = torch.empty_like(images)
     for i in range(len(images)):
         img = np.clip(_to_hwc(images[i]) * 255 + 0.5, 0, 255).astype(np.uint8)
-        hole = masks[i, 0].numpy().astype(np.uint8)
-        filled = cv2.inpaint(img, hole, radius, cv2.INPAINT_TELEA)
-        filled = filled.reshape(img.shape).astype(np.float64) / 255.0
-        out[i] = _from_hwc(filled)
+        filled = cv2.inpaint(img, masks[i, 0].numpy().astype(np.uint8), radius, cv2.INPAINT_TELEA)
+        out[i] = _from_hwc(filled.reshape(img.shape).astype(np.float64) / 255.0)
     return images * (1 - masks) + out * masks
 
 
-# --------------------------------------------------------------------------------------------------
-# The network family: a small U-Net, and a patch discriminator
-# --------------------------------------------------------------------------------------------------
-
-
+# ---- The network family: a small U-Net and a patch discriminator
 @dataclass(frozen=True)
 class UNetConfig:
-    """Sizes of :class:`UNet` (every field changes the weights, so all go into the checkpoint key)."""
+    """Sizes of :class:`UNet` (each changes the weights, so all go into the checkpoint key)."""
 
     in_ch: int = 2
     out_ch: int = 1
@@ -175,20 +139,14 @@ class UNetConfig:
 
 
 def _block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+    conv = nn.Conv2d(cin, cout, 3, padding=dilation, dilation=dilation, bias=False)
+    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class UNet(nn.Module):
-    """Two-level U-Net with a dilated bottleneck (a context encoder with skip connections).
-
-    ``H×W`` → ``H/2`` → ``H/4`` (dilated convolutions widen the receptive field so the centre of a large
-    hole still sees its border) → back up with skip connections. ``H`` and ``W`` must be divisible by 4.
-    Returns raw outputs; :func:`inpaint` and :func:`denoise` turn them into images.
-    """
+    """Two-level U-Net (Ronneberger et al., 2015): ``H`` → ``H/2`` → ``H/4`` (dilated convolutions,
+    so a large hole's centre sees its border) → back up, concatenating each level's encoder features
+    (the skip connections). ``H`` and ``W`` divisible by 4."""
 
     def __init__(self, cfg: UNetConfig = UNetConfig()) -> None:
         super().__init__()
@@ -196,7 +154,8 @@ class UNet(nn.Module):
         self.cfg = cfg
         self.enc1 = nn.Sequential(_block(cfg.in_ch, c), _block(c, c))
         self.enc2 = nn.Sequential(_block(c, 2 * c), _block(2 * c, 2 * c))
-        self.mid = nn.Sequential(_block(2 * c, 4 * c), *[_block(4 * c, 4 * c, d) for d in cfg.dilations])
+        widen = _block(2 * c, 4 * c)  # created before the dilated blocks: same initial weights
+        self.mid = nn.Sequential(widen, *[_block(4 * c, 4 * c, d) for d in cfg.dilations])
         self.dec2 = nn.Sequential(_block(4 * c + 2 * c, 2 * c), _block(2 * c, 2 * c))
         self.dec1 = nn.Sequential(_block(2 * c + c, c), _block(c, c))
         self.head = nn.Conv2d(c, cfg.out_ch, 1)
@@ -211,187 +170,173 @@ class UNet(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """PatchGAN (Isola et al., 2017): one real/fake logit per receptive-field patch, ``H/4 × W/4`` of them.
-
-    It sees the image *and* the mask, so it can judge the hole against its surroundings.
-    """
+    """PatchGAN (Isola et al., 2017): one real/fake logit per patch, ``H/4 × W/4`` of them, from the
+    image *and* the mask, so it can judge the hole against its surroundings."""
 
     def __init__(self, in_ch: int = 2, width: int = 32) -> None:
         super().__init__()
+        w, act = width, nn.LeakyReLU(0.2, inplace=True)
         self.net = nn.Sequential(
-            nn.Conv2d(in_ch, width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.LeakyReLU(0.2, inplace=True),
-            nn.Conv2d(2 * width, 1, 3, 1, 1),
-        )  # fmt: skip
+            nn.Conv2d(in_ch, w, 4, 2, 1), act, nn.Conv2d(w, 2 * w, 4, 2, 1), act,
+            nn.Conv2d(2 * w, 2 * w, 3, 1, 1), act, nn.Conv2d(2 * w, 1, 3, 1, 1),
+        )
 
     def forward(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.net(torch.cat([image, mask], 1))
 
 
 def pad_to_multiple(x: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Reflect-pad the last two dims up to a multiple of ``k``; returns the padded tensor and the original size."""
+    """Replicate-pad the last two dims up to a multiple of ``k``; also returns the original size."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % k, (-w) % k
     return (F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x), (h, w)
 
 
-def inpaint(net: UNet, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Composite repair $\\hat x = (1-m)\\odot x + m\\odot\\sigma(\\mathrm{UNet}([x\\odot(1-m), m]))$ (no grad)."""
-    return _inpaint_raw(net, images, masks).clamp(0, 1)
-
-
-def _inpaint_raw(net: UNet, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+def composite(net: UNet, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    r"""$\hat x = (1-m)\odot x + m\odot\sigma(\mathrm{UNet}([x\odot(1-m), m]))$, with grad."""
     inp, (h, w) = pad_to_multiple(torch.cat([images * (1 - masks), masks], 1))
-    pred = torch.sigmoid(net(inp))[..., :h, :w]
-    return images * (1 - masks) + pred * masks
+    return images * (1 - masks) + torch.sigmoid(net(inp))[..., :h, :w] * masks
+
+
+def inpaint(net: UNet, images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The composite repair clamped to [0, 1] (run under ``no_grad``, e.g. in :func:`batched`)."""
+    return composite(net, images, masks).clamp(0, 1)
 
 
 def masked_l1(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Hole L1 (Chapter 08, eq. (2)): $\\sum m\\,|\\hat x-x| / \\sum m$ — the known pixels are copied anyway."""
+    r"""Hole L1: $\sum_p m_p|\hat x_p-x_p| / \sum_p m_p$ (the known pixels are copied)."""
     return ((pred - target).abs() * masks).sum() / masks.sum().clamp_min(1)
 
 
 @torch.no_grad()
-def batched(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch: int = 256, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Apply ``fn`` to aligned batches of ``tensors`` on ``device``; results come back to the CPU."""
-    outs = []
-    for i in range(0, len(tensors[0]), batch):
-        outs.append(fn(*(t[i : i + batch].to(device) for t in tensors)).cpu())
-    return torch.cat(outs)
+def batched(fn: Callable[..., torch.Tensor], *tensors: torch.Tensor, batch: int = 256,
+            device: Device = "cpu") -> torch.Tensor:
+    """Apply ``fn`` to aligned batches of ``tensors`` on ``device``; results return to the CPU."""
+    return torch.cat([fn(*(t[i : i + batch].to(device) for t in tensors)).cpu()
+                      for i in range(0, len(tensors[0]), batch)])
 
 
-def train_inpainter(
-    net: UNet,
-    images: torch.Tensor,
-    mask_bank: torch.Tensor,
-    steps: int,
-    batch: int,
-    lr: float,
-    seed: int,
-    device: torch.device | str = "cpu",
-    adv_weight: float = 0.0,
-    disc: PatchDiscriminator | None = None,
-    desc: str = "inpainter",
-) -> dict[str, list[float]]:
-    """Train ``net`` for a fixed number of steps with masked L1, plus (when ``adv_weight > 0``) a patch GAN.
+def train_inpainter(net: UNet, images: torch.Tensor, mask_bank: torch.Tensor, steps: int,
+                    batch: int, lr: float, seed: int, device: Device = "cpu",
+                    disc: PatchDiscriminator | None = None, adv_weight: float = 1.0) -> History:
+    r"""Train ``net`` on :func:`masked_l1`; with a ``disc``, plus ``adv_weight`` × a patch GAN loss.
 
-    Adversarial part (non-saturating GAN, Chapter 02/03): the discriminator minimises
-    $-\\log D(x) - w\\log(1-D(\\hat x))$ per patch and the generator adds
-    $\\lambda_\\text{adv}\\,\\overline{-w\\log D(\\hat x)}$, where the weight $w$ is 1 on patches that touch
-    the hole (only they can differ from a real image) and 0 elsewhere. Images and masks are drawn with
-    a private generator seeded by ``seed``; returns the loss curves.
+    Images, masks and flips are drawn from a generator seeded by ``seed``. With a discriminator each
+    step is ``gan_step``: $D$ learns real vs composite on the patches that touch the hole ($w=1$;
+    elsewhere a composite *is* the real image), then the U-Net minimises
+    $\mathcal L_{L1} + \lambda_\text{adv}\,\overline{w\cdot(-\log D(\hat x, m))}$.
     """
     gen = torch.Generator().manual_seed(seed)
     net.to(device).train()
-    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.5, 0.999) if disc is not None else (0.9, 0.999))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    if disc is not None:
-        disc.to(device).train()
-        opt_d = torch.optim.Adam(disc.parameters(), lr=lr, betas=(0.5, 0.999))
-    curves: dict[str, list[float]] = {"l1": [], "adv_g": [], "adv_d": []}
-    for _ in tqdm(range(steps), desc=desc, leave=False):
-        idx = torch.randint(len(images), (batch,), generator=gen)
-        midx = torch.randint(len(mask_bank), (batch,), generator=gen)
+    opt = torch.optim.Adam(net.parameters(), lr=lr, betas=(0.9 if disc is None else 0.5, 0.999))
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = images[torch.randint(len(images), (batch,), generator=gen)].to(device)
+        m = mask_bank[torch.randint(len(mask_bank), (batch,), generator=gen)]
         flip = torch.rand(batch, generator=gen) < 0.5  # cheap mask augmentation
-        x = images[idx].to(device)
-        m = mask_bank[midx]
         m = torch.where(flip[:, None, None, None], m.flip(-1), m).to(device)
-        fake = _inpaint_raw(net, x, m)
-        loss = masked_l1(fake, x, m)
-        curves["l1"].append(loss.item())
-        if disc is not None and adv_weight > 0:
-            w = F.adaptive_max_pool2d(m, disc(x, m).shape[-2:])  # patches that touch the hole
-            # discriminator step
-            d_real, d_fake = disc(x, m), disc(fake.detach(), m)
-            loss_d = F.binary_cross_entropy_with_logits(d_real, torch.ones_like(d_real)) + (
-                F.binary_cross_entropy_with_logits(d_fake, torch.zeros_like(d_fake), reduction="none") * w
-            ).sum() / w.sum().clamp_min(1)
-            opt_d.zero_grad(set_to_none=True)
-            loss_d.backward()
-            opt_d.step()
-            # generator's adversarial term
-            g_fake = disc(fake, m)
-            loss_g = (F.binary_cross_entropy_with_logits(g_fake, torch.ones_like(g_fake), reduction="none") * w).sum() / w.sum().clamp_min(1)
-            loss = loss + adv_weight * loss_g
-            curves["adv_g"].append(loss_g.item())
-            curves["adv_d"].append(loss_d.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        return x, m, composite(net, x, m)
+
+    def l1_step(_: int) -> torch.Tensor:
+        x, m, fake = draw()
+        return masked_l1(fake, x, m)
+
+    def gan_l1_step(_: int) -> dict[str, float]:
+        x, m, fake = draw()
+        w = F.adaptive_max_pool2d(m, (m.shape[-2] // 4, m.shape[-1] // 4))  # D's hole patches
+        l1 = masked_l1(fake, x, m)
+        losses = gan_step(lambda img: disc(img, m), real=x, fake=fake, opt_d=opt_d, opt_g=opt,
+                          fake_weight=w, g_extra=l1, adv_weight=adv_weight)
+        return {"l1": l1.item(), **losses}
+
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    if disc is None:
+        history = fit(l1_step, steps, opt, scheduler=sched, desc="L1 inpainter")
+    else:
+        opt_d = torch.optim.Adam(disc.to(device).train().parameters(), lr=lr, betas=(0.5, 0.999))
+        history = fit(gan_l1_step, steps, scheduler=sched, desc="adversarial")
     net.eval()
-    return curves
+    return history
 
 
-# --------------------------------------------------------------------------------------------------
-# Denoising with the same family
-# --------------------------------------------------------------------------------------------------
+def cached_unet(name: str, key: dict, cfg: UNetConfig, train: Callable[[UNet], History],
+                init: UNet | None = None, device: Device = "cpu") -> tuple[UNet, dict, bool]:
+    """A :class:`UNet` from cache ``name`` if ``key`` and ``cfg`` match, else trained and cached.
+
+    ``key`` holds all else that changes the weights (data, steps, batch, learning rate, ``seed``,
+    which also seeds the initial weights); a fine-tune starts from ``init``. Returns
+    ``(net, curves, hit)``, each training curve thinned to at most 400 points.
+    """
+    torch.manual_seed(key["seed"])
+    net = UNet(cfg)
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+
+    def run(model: UNet) -> dict[str, list[float]]:
+        curves = train(model).curves
+        return {k: [float(v) for v in c[:: math.ceil(len(c) / 400)]] for k, c in curves.items()}
+
+    net, curves, hit = cached_module(name, {**key, "cfg": asdict(cfg)}, net, run)
+    return net.to(device).eval(), curves, hit
 
 
+# ---- Denoising with the same family
 def add_noise(images: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
-    """$y = x + \\sigma\\,\\varepsilon$, $\\varepsilon\\sim\\mathcal N(0, I)$ — seeded, not clipped."""
-    gen = torch.Generator().manual_seed(seed)
-    return images + sigma * torch.randn(images.shape, generator=gen)
+    r"""$y = x + \sigma\varepsilon$, $\varepsilon\sim\mathcal N(0, I)$ — seeded, not clipped."""
+    return images + sigma * torch.randn(images.shape, generator=torch.Generator().manual_seed(seed))
 
 
 def denoise(net: UNet, noisy: torch.Tensor) -> torch.Tensor:
-    """Residual denoiser (DnCNN-style): $\\hat x = y - \\mathrm{UNet}(y)$, clipped to [0, 1]."""
+    r"""Residual denoiser (DnCNN-style): $\hat x = y - \mathrm{UNet}(y)$, clipped to [0, 1]."""
     inp, (h, w) = pad_to_multiple(noisy)
     return (noisy - net(inp)[..., :h, :w]).clamp(0, 1)
 
 
-def train_denoiser(
-    net: UNet, images: torch.Tensor, sigma: float, steps: int, batch: int, lr: float, seed: int, device: torch.device | str = "cpu"
-) -> list[float]:
-    """Train the residual denoiser with MSE on fresh noise each step (fixed step count, seeded)."""
+def train_denoiser(net: UNet, images: torch.Tensor, sigma: float, steps: int, batch: int, lr: float,
+                   seed: int, device: Device = "cpu") -> History:
+    r"""Fit $\lVert y - \mathrm{UNet}(y) - x\rVert^2$ on fresh noise each step (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     net.to(device).train()
     opt = torch.optim.Adam(net.parameters(), lr=lr)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
-    losses = []
-    for _ in tqdm(range(steps), desc="denoiser", leave=False):
+
+    def step(_: int) -> torch.Tensor:
         x = images[torch.randint(len(images), (batch,), generator=gen)]
         y = x + sigma * torch.randn(x.shape, generator=gen)
         x, y = x.to(device), y.to(device)
-        loss = F.mse_loss(y - net(y), x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+        return F.mse_loss(y - net(y), x)
+
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    history = fit(step, steps, opt, scheduler=sched, desc="denoiser")
     net.eval()
-    return losses
+    return history
 
 
-def classical_denoise(noisy: torch.Tensor, method: str, strength: float, sigma: float) -> torch.Tensor:
-    """scikit-image denoisers per image: ``"tv"`` (Chambolle, weight = ``strength``) or ``"nlm"``
-    (non-local means, ``h = strength·σ``, fast mode, 5×5 patches)."""
+def classical_denoise(noisy: torch.Tensor, method: str, strength: float, sigma: float):
+    """scikit-image per image: ``"tv"`` (Chambolle, weight = ``strength``) or ``"nlm"`` (non-local
+    means, ``h = strength·σ``, fast mode, 5×5 patches)."""
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
-    out = torch.empty_like(noisy)
-    for i in range(len(noisy)):
-        img = _to_hwc(noisy[i])
-        if method == "tv":
-            res = denoise_tv_chambolle(img, weight=strength, channel_axis=-1)
-        elif method == "nlm":
-            res = denoise_nl_means(img, h=strength * sigma, sigma=sigma, patch_size=5, patch_distance=6, fast_mode=True, channel_axis=-1)
-        else:
-            raise ValueError(f"unknown denoiser {method!r}: use 'tv' or 'nlm'")
-        out[i] = _from_hwc(np.clip(res.reshape(img.shape), 0, 1))
-    return out
+    methods = {
+        "tv": lambda img: denoise_tv_chambolle(img, weight=strength, channel_axis=-1),
+        "nlm": lambda img: denoise_nl_means(img, h=strength * sigma, sigma=sigma, patch_size=5,
+                                            patch_distance=6, fast_mode=True, channel_axis=-1),
+    }
+    if method not in methods:
+        raise ValueError(f"unknown denoiser {method!r}: use 'tv' or 'nlm'")
+    clean = [np.clip(methods[method](x).reshape(x.shape), 0, 1) for x in map(_to_hwc, noisy)]
+    return torch.stack([_from_hwc(x) for x in clean])
 
 
-# --------------------------------------------------------------------------------------------------
-# Metrics
-# --------------------------------------------------------------------------------------------------
+# ---- Metrics
+def psnr_pooled(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
+                data_range: float = 1.0) -> float:
+    r"""PSNR of the squared error pooled over every (weighted) pixel of the whole set:
 
+    $$\mathrm{PSNR}_\text{hole} = 10\log_{10}\frac{\sum_{i,p} m_{ip}}
+      {\sum_{i,p} m_{ip}(\hat x_{ip}-x_{ip})^2}$$
 
-def psnr_pooled(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None, data_range: float = 1.0) -> float:
-    """PSNR of the squared error pooled over every (weighted) pixel of the whole set, eq. (1).
-
-    ``weight`` is the hole mask for hole PSNR, ``None`` for whole-image PSNR (the pooled MSE then is
-    the plain mean). Returns ``inf`` only if the set has no error at all.
+    ``weight`` is the hole mask, or ``None`` for whole-image PSNR. Equals scikit-image's and
+    torchmetrics' PSNR of the vector of all hole pixels; ``inf`` only if the set has no error.
     """
     err = (pred.double() - target.double()) ** 2
     if weight is None:
@@ -403,161 +348,70 @@ def psnr_pooled(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
 
 
 def ssim_mean(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Whole-image SSIM (torchmetrics, Gaussian 11×11 window, σ=1.5, ``data_range=1``), averaged over images."""
+    """Whole-image SSIM (torchmetrics, Gaussian 11×11 window, σ=1.5, range 1), mean over images."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     return float(structural_similarity_index_measure(pred.float(), target.float(), data_range=1.0))
 
 
+def hole_gradient_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    r"""Edge energy in the hole, per image: $\sum_p m_p(|\partial_x x_p| + |\partial_y x_p|)$."""
+    gx = (images[..., :, 1:] - images[..., :, :-1]).abs()[..., :-1, :]
+    gy = (images[..., 1:, :] - images[..., :-1, :]).abs()[..., :, :-1]
+    return ((gx + gy) * masks[..., :-1, :-1]).sum((1, 2, 3))
+
+
 def hole_gradient_ratio(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> float:
-    """Sharpness in the hole: $\\sum m|\\nabla\\hat x| / \\sum m|\\nabla x|$ (1 = as much edge energy as the truth;
-    a blurry fill is below 1). Says nothing about *where* the edges are — PSNR does that."""
-
-    def grad(t: torch.Tensor) -> torch.Tensor:
-        gx = (t[..., :, 1:] - t[..., :, :-1]).abs()[..., :-1, :]
-        gy = (t[..., 1:, :] - t[..., :-1, :]).abs()[..., :, :-1]
-        return gx + gy
-
-    m = masks[..., :-1, :-1]
-    return float((grad(pred) * m).sum() / (grad(target) * m).sum().clamp_min(1e-12))
+    """Hole sharpness, summed edge energy of ``pred`` over that of ``target``: 1 = the truth's edge
+    energy, below 1 = blur. Says nothing about *where* the edges are — PSNR does that."""
+    truth = hole_gradient_energy(target, masks).sum().clamp_min(1e-12)
+    return float(hole_gradient_energy(pred, masks).sum() / truth)
 
 
-def per_image_hole_se(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+def per_image_hole_se(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor):
     """Per-image summed squared hole error and hole pixel count (the pieces pooled PSNR adds up)."""
     se = (((pred.double() - target.double()) ** 2) * masks).sum((1, 2, 3))
-    n = masks.double().expand_as(pred).sum((1, 2, 3))
-    return se.numpy(), n.numpy()
+    return se.numpy(), masks.double().expand_as(pred).sum((1, 2, 3)).numpy()
 
 
-def bin_table(
-    fills: dict[str, torch.Tensor], target: torch.Tensor, masks: torch.Tensor, kinds: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Hole PSNR (pooled within each group) per mask-ratio bin, and per mask kind when ``kinds`` is given.
+def bin_table(fills: dict[str, torch.Tensor], target: torch.Tensor, masks: torch.Tensor,
+              kinds: Sequence[str] | None = None) -> pd.DataFrame:
+    """Hole PSNR pooled per mask-ratio bin (and per mask kind, given ``kinds``) and over ``all``.
 
-    Rows: the bins (plus ``all``), columns: methods; an extra column ``n`` counts the images.
+    Rows: the groups; columns: ``n`` (how many images) and one per method.
     """
-    ratios = masks.mean((1, 2, 3)).numpy()
-    groups = pd.Series(ratio_bin(ratios), name="mask ratio")
-    rows: dict[str, dict[str, float]] = {}
-    pieces = {name: per_image_hole_se(fill, target, masks) for name, fill in fills.items()}
-    keys: list[tuple[str, np.ndarray]] = [(lab, (groups == lab).to_numpy()) for lab in RATIO_LABELS]
+    groups = np.asarray(ratio_bin(masks.mean((1, 2, 3)).numpy()))
+    keys = [(label, groups == label) for label in RATIO_LABELS]
     if kinds is not None:
-        kinds_arr = np.asarray(kinds)
-        keys += [(f"kind={k}", kinds_arr == k) for k in dict.fromkeys(kinds)]
-    keys.append(("all", np.ones(len(ratios), bool)))
+        keys += [(f"kind={k}", np.asarray(kinds) == k) for k in dict.fromkeys(kinds)]
+    keys.append(("all", np.ones(len(groups), bool)))
+    pieces = {name: per_image_hole_se(fill, target, masks) for name, fill in fills.items()}
+    rows: dict[str, dict[str, float]] = {}
     for label, sel in keys:
-        if not sel.any():
-            continue
-        row = {"n": int(sel.sum())}
-        for name, (se, n) in pieces.items():
-            row[name] = float(10 * np.log10(n[sel].sum() / max(se[sel].sum(), 1e-30)))
-        rows[label] = row
+        if sel.any():
+            rows[label] = {"n": int(sel.sum())}
+            for name, (se, n) in pieces.items():
+                rows[label][name] = float(10 * np.log10(n[sel].sum() / max(se[sel].sum(), 1e-30)))
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-# --------------------------------------------------------------------------------------------------
-# Natural-photo patches
-# --------------------------------------------------------------------------------------------------
+def row_figure(rows: dict[str, torch.Tensor], title: str, col_titles: Sequence[str] | None = None,
+               size: float = 1.2) -> Figure:
+    """Equal-length image rows as one grid, each row named once on its left (y-label)."""
+    images = torch.cat(list(rows.values()))
+    ncol = len(images) // len(rows)
+    titles = None if col_titles is None else [*col_titles, *[""] * (len(images) - ncol)]
+    fig = image_grid(images, nrow=ncol, titles=titles, title=title, size=size)
+    for ax, name in zip(fig.axes[::ncol], rows):
+        ax.axis("on"), ax.set(xticks=[], yticks=[]), ax.spines[:].set_visible(False)
+        ax.set_ylabel(name, fontsize=8)
+    fig.tight_layout()
+    return fig
 
 
+# ---- Natural-photo patches
 def photo_tensor(img: np.ndarray, scale: float = 1.0) -> torch.Tensor:
-    """``H×W×3`` uint8 → ``(3, H', W')`` float in [0, 1], optionally resized by ``scale`` (area filter)."""
+    """``H×W×3`` uint8 → ``(3, H', W')`` float in [0, 1], resized by ``scale`` (area filter)."""
     if scale != 1.0:
         img = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     return torch.from_numpy(img).permute(2, 0, 1).float() / 255.0
-
-
-def random_patches(photos: Sequence[torch.Tensor], n: int, size: int, seed: int) -> torch.Tensor:
-    """``n`` random ``size×size`` crops (``(n, 3, size, size)``) drawn uniformly over ``photos`` (seeded)."""
-    rng = np.random.default_rng(seed)
-    out = torch.empty(n, photos[0].shape[0], size, size)
-    for i in range(n):
-        img = photos[int(rng.integers(len(photos)))]
-        top = int(rng.integers(0, img.shape[1] - size + 1))
-        left = int(rng.integers(0, img.shape[2] - size + 1))
-        out[i] = img[:, top : top + size, left : left + size]
-    return out
-
-
-def hardest(fills: torch.Tensor, target: torch.Tensor, masks: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the ``k`` images with the largest mean squared hole error for this method."""
-    se, n = per_image_hole_se(fills, target, masks)
-    return torch.from_numpy(np.argsort(-(se / np.maximum(n, 1)))[:k].copy())
-
-
-def count_parameters(module: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-# --------------------------------------------------------------------------------------------------
-# Load-else-train wrappers (the checkpoint key holds every setting that changes the weights)
-# --------------------------------------------------------------------------------------------------
-
-
-def _thin(values: Sequence[float], keep: int = 400) -> list[float]:
-    """At most ``keep`` evenly spaced points of a curve (what is stored beside the weights)."""
-    step = max(1, math.ceil(len(values) / keep))
-    return [float(v) for v in values[::step]]
-
-
-def fit_inpainter(
-    key: dict,
-    images: torch.Tensor,
-    mask_bank: torch.Tensor,
-    cfg: UNetConfig,
-    steps: int,
-    batch: int,
-    lr: float,
-    seed: int,
-    device: torch.device | str = "cpu",
-    init: UNet | None = None,
-    adv_weight: float = 0.0,
-    disc_width: int = 32,
-    name: str = "08_inpainter",
-) -> tuple[UNet, dict, bool]:
-    """A :class:`UNet` inpainter from the checkpoint cache, else trained (from ``init``'s weights when given).
-
-    ``key`` must already identify the data (and, for a fine-tune, the ``init`` model's own key); the
-    sizes, steps, learning rate, seed and adversarial settings are added here. Returns
-    ``(net, extras, loaded_from_cache)``; ``extras`` holds the thinned loss curves.
-    """
-    full_key = {**key, "cfg": cfg.__dict__, "steps": steps, "batch": batch, "lr": lr, "seed": seed,
-                "adv_weight": adv_weight, "disc_width": disc_width if adv_weight > 0 else None}  # fmt: skip
-    torch.manual_seed(seed)
-    net = UNet(cfg)
-    if init is not None:
-        net.load_state_dict(init.state_dict())
-
-    def train(model: UNet) -> dict:
-        disc = PatchDiscriminator(cfg.in_ch, disc_width) if adv_weight > 0 else None
-        curves = train_inpainter(model, images, mask_bank, steps, batch, lr, seed, device, adv_weight, disc,
-                                 desc="adversarial fine-tune" if disc is not None else "L1 inpainter")  # fmt: skip
-        return {k: _thin(v) for k, v in curves.items()}
-
-    net, extras, hit = cached_module(name, full_key, net, train)
-    return net.to(device).eval(), extras, hit
-
-
-def fit_denoiser(
-    key: dict,
-    images: torch.Tensor,
-    cfg: UNetConfig,
-    sigma: float,
-    steps: int,
-    batch: int,
-    lr: float,
-    seed: int,
-    device: torch.device | str = "cpu",
-    name: str = "08_denoiser",
-) -> tuple[UNet, dict, bool]:
-    """A residual :class:`UNet` denoiser for noise level ``sigma``, from the cache or trained."""
-    full_key = {**key, "cfg": cfg.__dict__, "sigma": sigma, "steps": steps, "batch": batch, "lr": lr, "seed": seed}
-    torch.manual_seed(seed)
-
-    def train(model: UNet) -> dict:
-        return {"mse": _thin(train_denoiser(model, images, sigma, steps, batch, lr, seed, device))}
-
-    net, extras, hit = cached_module(name, full_key, UNet(cfg), train)
-    return net.to(device).eval(), extras, hit
-

@@ -8,6 +8,7 @@ papermill's engine, because it honours the ``raises-exception`` cell tag. Execut
 
 from __future__ import annotations
 
+import atexit
 import html
 import json
 import os
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +24,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
-from .profiles import resolve_profile
+from .core.profiles import resolve_profile
 
 BUILD = Path("_build")
 EXECUTED = BUILD / "executed" / "notebooks"
@@ -30,6 +32,8 @@ METRICS = BUILD / "metrics"
 STAGE = BUILD / "src"
 HTML = BUILD / "html"
 CHECK_TAG = "raises-exception"
+KERNEL_STARTUP_S = 60
+PIN_TAG = "nbval-check-output"  # nbval compares this cell's stored output
 
 
 class RunnerError(RuntimeError):
@@ -82,6 +86,7 @@ def execute_notebook(
     """Parameterize and execute one notebook; write its executed copy and finish its metrics file."""
     import papermill.iorw
     import papermill.parameterize
+    from jupyter_client import KernelManager
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
     from tqdm.auto import tqdm
@@ -108,9 +113,14 @@ def execute_notebook(
 
     os.environ["AIGC_METRICS_DIR"] = str(METRICS.resolve())
     os.environ["AIGC_PROFILE"] = profile
+    sockets = tempfile.mkdtemp(prefix="aigc-kernel-")
+    # IPC transport: the kernel's sockets are files, so no loopback interface (and no open TCP port) is needed
+    km = KernelManager(kernel_name="python3", transport="ipc", ip=os.path.join(sockets, "kernel"))
     client = NotebookClient(
         nb,
+        km=km,
         timeout=timeout,
+        startup_timeout=KERNEL_STARTUP_S,
         kernel_name="python3",
         resources={"metadata": {"path": str(source.parent.resolve())}},
         on_cell_start=on_start,
@@ -127,8 +137,21 @@ def execute_notebook(
         lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
         summary = next((ln for ln in reversed(lines) if re.match(r"^\w*(Error|Exception|Failed)\b", ln)), lines[-1] if lines else type(exc).__name__)
         message = f"{source}: code cell {cell_no} (cell index {index}) failed: {summary.strip()}"
+    except (RuntimeError, TimeoutError) as exc:
+        if current["index"] >= 0:  # not a start-up failure
+            raise
+        ok = False
+        message = (
+            f"{source}: the Jupyter kernel did not start within {KERNEL_STARTUP_S} s "
+            f"({type(exc).__name__}); check that `{sys.executable} -m ipykernel --version` works "
+            "(run `make setup` to reinstall) and that the machine is not out of memory"
+        )
     finally:
         bar.close()
+        atexit.unregister(client._cleanup_kernel)  # registered by nbclient; stale after a failed start
+        if km.has_kernel:  # the kernel manager is ours, so stopping the kernel is too
+            km.shutdown_kernel(now=True)
+        shutil.rmtree(sockets, ignore_errors=True)
         seconds = time.perf_counter() - start
         drop_widget_outputs(nb)
         nbformat.write(nb, out_path)
@@ -200,7 +223,7 @@ def run(profile_name: str | None, names: list[str], parameters: dict[str, object
 
 
 def pin_outputs(source: Path) -> None:
-    """Copy outputs of ``# NBVAL_CHECK_OUTPUT`` cells from the executed copy into ``source``; strip the rest.
+    """Copy outputs of cells tagged ``nbval-check-output`` from the executed copy into ``source``; strip the rest.
 
     Use after ``aigc-book run --profile smoke NOTEBOOK`` so nbval has the outputs it compares.
     """
@@ -213,7 +236,8 @@ def pin_outputs(source: Path) -> None:
             continue
         count += 1
         cell.execution_count = None
-        if "NBVAL_CHECK_OUTPUT" in cell.source and cell.get("id") in by_id:
+        pinned = PIN_TAG in cell.metadata.get("tags", []) or "NBVAL_CHECK_OUTPUT" in cell.source
+        if pinned and cell.get("id") in by_id:
             cell.execution_count = count  # nbval refuses stored outputs of a cell that never ran
             cell.outputs = [o for o in by_id[cell["id"]].outputs if o.get("output_type") != "display_data"]
             for o in cell.outputs:
@@ -260,6 +284,29 @@ def external_loads(html_root: Path) -> list[str]:
     return bad
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SITE = re.compile(r"(?:/[^\s\"']+)?/(site-packages|lib/python3\.\d+)/")
+
+
+def fold_tracebacks(nb: nbformat.NotebookNode) -> None:
+    """Show an error output as its last line (type and message), the traceback folded below it.
+
+    Cells that fail on purpose (tagged ``raises-exception``) keep their error, but a page is no place for
+    a thousand pixels of library internals or the building machine's paths.
+    """
+    for cell in nb.cells:
+        for i, output in enumerate(cell.get("outputs", [])):
+            if output.get("output_type") != "error":
+                continue
+            trace = _SITE.sub(r"…/\1/", _ANSI.sub("", "\n".join(output.get("traceback", []))))
+            summary = html.escape(f"{output.get('ename', 'Error')}: {output.get('evalue', '')}")
+            body = (
+                f'<details class="aigc-traceback"><summary><code>{summary}</code></summary>'
+                f"<pre>{html.escape(trace)}</pre></details>"
+            )
+            cell.outputs[i] = nbformat.v4.new_output("display_data", data={"text/html": body})
+
+
 def stage_book(root: Path = Path(".")) -> Path:
     """Copy the book's sources into ``_build/src`` with the executed notebooks and the vendored JS."""
     from .book import write_generated_pages, vendor_static
@@ -271,7 +318,9 @@ def stage_book(root: Path = Path(".")) -> Path:
     shutil.copytree(root / "book", STAGE / "book")
     (STAGE / "notebooks").mkdir()
     for source in toc_notebooks(root):
-        shutil.copy2(EXECUTED / source.name, STAGE / "notebooks" / source.name)
+        nb = nbformat.read(EXECUTED / source.name, as_version=4)
+        fold_tracebacks(nb)
+        nbformat.write(nb, STAGE / "notebooks" / source.name)
     vendor_static(STAGE / "book" / "_static")
     write_generated_pages(STAGE, METRICS)
     return STAGE

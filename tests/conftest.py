@@ -10,7 +10,7 @@ os.environ["AIGC_OFFLINE"] = "1"
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-from aigc_utils.net import forbid_network  # noqa: E402
+from aigc_utils.core.network import forbid_network  # noqa: E402
 
 forbid_network()
 
@@ -31,3 +31,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def notebook_parameters(stem: str) -> dict:
+    """Execute notebook ``stem``'s cell tagged ``parameters`` and return its namespace (SIZES, BARS, …).
+
+    Tests use it to build each chapter's ``gpu``-profile models on the CPU, so a ``gpu`` configuration
+    error fails CI even though CI has no GPU.
+    """
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{stem}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    source = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    namespace: dict = {}
+    exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - the book's own notebook
+    return namespace

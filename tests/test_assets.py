@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from aigc_utils import assets
+from aigc_utils.core import assets
 
 
 def test_fashion_mnist_full_70k():
@@ -75,8 +75,35 @@ def test_missing_asset_names_the_fix(tmp_path, monkeypatch):
 def test_layers_in_order_cache_first(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_DATA", str(tmp_path))
     calls = []
-    fake = assets.Asset("fake", "fake.txt", from_disk=lambda d: calls.append("disk") or d.write_text("x") or True)
+    fake = assets.Asset("fake", "fake.txt", "a test asset", "none", "none", from_disk=lambda d: calls.append("disk") or d.write_text("x") or True)
     monkeypatch.setitem(assets.ASSETS, "fake", fake)
     assert assets.ensure("fake").read_text() == "x" and calls == ["disk"]
     assets.ensure("fake")
     assert calls == ["disk"]  # the second call is served from the cache
+
+
+def test_each_layer_is_tried_in_turn_and_failures_are_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGC_DATA", str(tmp_path))
+    monkeypatch.setenv("AIGC_OFFLINE", "0")
+    monkeypatch.setattr(assets, "reachable", lambda host: True)
+    calls = []
+
+    def broken_online(dest):
+        calls.append("online")
+        raise OSError("mirror answered 503")
+
+    def registry(dest):
+        calls.append("registry")
+        dest.write_text("from the registry")
+
+    fake = assets.Asset("fake", "fake.txt", "a test asset", "none", "none", "somewhere",
+                        lambda d: calls.append("disk") or False, "example.org", broken_online, registry)
+    monkeypatch.setitem(assets.ASSETS, "fake", fake)
+    assert assets.ensure("fake").read_text() == "from the registry"
+    assert calls == ["disk", "online", "registry"]
+    (tmp_path / "fake.txt").unlink()
+    broken = assets.Asset("fake", "fake.txt", "a test asset", "none", "none", "somewhere",
+                          lambda d: False, "example.org", broken_online, None)
+    monkeypatch.setitem(assets.ASSETS, "fake", broken)
+    with pytest.raises(assets.AssetMissing, match=r"online: mirror answered 503.*run `make setup`"):
+        assets.ensure("fake")

@@ -1,6 +1,7 @@
 """Static checks of the book's sources: config, table of contents, notebooks' shape and Colab cells."""
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -44,7 +45,8 @@ def test_notebook_shape(path):
     installs = [line for line in colab.splitlines() if "pip install" in line]
     assert installs and not any(pkg in line for line in installs for pkg in ("torch", "numpy")), "never reinstall Colab's torch"
     assert "parameters" in code[1].metadata.get("tags", []) and "profile = None" in code[1].source
-    assert "record_results(" in code[-1].source and f'"{path.stem}"' in code[-1].source
+    assert code[-1].source.strip() == "ch.results()", "the Results cell is one call"
+    assert any(f'setup_chapter("{path.stem}"' in c.source for c in code[2:4]), "one call sets the chapter up"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -53,7 +55,124 @@ def test_notebooks_carry_only_pinned_outputs(path):
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        if "NBVAL_CHECK_OUTPUT" not in cell.source:
+        if "nbval-check-output" not in cell.metadata.get("tags", []):
             assert cell.outputs == [], f"{path.name}: unpinned cell with stored output"
         text = json.dumps(cell.outputs)
         assert "image/png" not in text, f"{path.name}: images in git"
+
+
+# --- the page a reader sees -------------------------------------------------------------------------
+
+_MARKERS = ("NBVAL_", "# fmt:", "# noqa", "# type: ignore")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_reader_facing_code_is_clean_and_narrow(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type != "code":
+            continue
+        for line in cell.source.splitlines():
+            assert len(line) <= 100, f"{path.name} cell {i}: line of {len(line)} characters: {line[:60]}…"
+            assert not any(m in line for m in _MARKERS), f"{path.name} cell {i}: test/lint marker: {line.strip()}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_the_lesson_is_on_the_page(path):
+    """Every chapter shows the source of the code it teaches, and the page calls what it shows."""
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    shown = re.findall(r"show_source\(([^)]*)\)", code)
+    assert shown, f"{path.name} shows no source"
+    names = [n.strip() for group in shown for n in group.split(",") if n.strip()]
+    rest = re.sub(r"show_source\([^)]*\)", "", code)
+    for name in names:
+        leaf = name.split(".")[-1]
+        assert re.search(rf"\b{re.escape(leaf)}\b", rest) or _used_by_package(name), (
+            f"{path.name} shows {name} but neither the page nor the package code it calls uses it"
+        )
+
+
+def _used_by_package(name: str) -> bool:
+    """True when ``name`` (e.g. ``gan.gan_step``) is called somewhere in the package besides its definition."""
+    leaf = name.split(".")[-1]
+    hits = 0
+    for module in (ROOT / "aigc_utils").rglob("*.py"):
+        text = module.read_text()
+        hits += len(re.findall(rf"\b{re.escape(leaf)}\(", text)) - len(re.findall(rf"def {re.escape(leaf)}\(", text))
+    return hits > 0
+
+
+# Numbers that look measured: decimals, percentages, grouped thousands, "27 k"-style counts.
+_MEASURED = re.compile(r"(?<![\w.])(\d+\.\d+|\d{1,3}(?:,\d{3})+|\d+(?:\.\d+)?\s?%|\d+\s?[kK]\b)")
+_CITED = re.compile(r"et al\.|\(\d{4}[a-z]?\)|\b(?:19|20)\d{2}\b|Table \d|README|paper|report")
+# Numbers that are properties of a data set, tokenizer or convention, stated by their sources and not
+# measured by the book: GPT-2's vocabulary and context, the data sets' sizes, a 95 % interval's level.
+_FACTS = re.compile(r"\b(?:50,25[67]|50,000|1,024|60,000|10,000|70,000|31,102|5,000|1,797)\b|\b95 ?%")
+_SKIP = [
+    re.compile(r"```.*?```|~~~.*?~~~", re.S),  # fenced blocks
+    re.compile(r"\$\$.*?\$\$", re.S),  # display math: formulas and constants
+    re.compile(r"\$[^$\n]+\$"),  # inline math
+    re.compile(r"`[^`\n]*`"),  # code, glue roles' arguments, file names
+    _FACTS,
+    re.compile(r"\]\([^)]*\)"),  # link targets
+    # section numbers of the source, also in lists: "sections 2.1 and 3.4", "§5.1–5.3"
+    re.compile(r"(?:§|section|sections|seed)\s*[\d.–-]+(?:\s*(?:,|and|&|or)\s*§?[\d.–-]+)*", re.I),
+]
+
+
+def unglued_numbers(markdown: str) -> list[str]:
+    """Sentences of ``markdown`` that state a measured-looking number that is neither glued nor cited.
+
+    Allowed: numbers inside math, code spans or ``{glue:…}`` roles, link targets, section numbers, the
+    constants in ``_FACTS``, and any number in a sentence that carries a citation (an author "et al.", a
+    year, a paper's table).
+    """
+    text = markdown
+    for pattern in _SKIP:
+        text = pattern.sub(" ", text)
+    bad = []
+    for sentence in re.split(r"(?<=[.!?])\s+|\n\s*\n|\n[-*|] ", text):
+        if _MEASURED.search(sentence) and not _CITED.search(sentence):
+            bad.append(" ".join(sentence.split())[:160])
+    return bad
+
+
+def test_unglued_number_detector():
+    assert unglued_numbers("The model reaches 0.87 accuracy.") == ["The model reaches 0.87 accuracy."]
+    assert unglued_numbers("It trains on 27,272 characters.") != []
+    assert unglued_numbers("The model reaches {glue:text}`acc:.3f` accuracy.") == []
+    assert unglued_numbers("MLPs reach 0.87–0.88 (Xiao et al., 2017).") == []
+    assert unglued_numbers("With $\\beta_1 = 0.5$ and section 3.2.2 of the source.") == []
+    assert unglued_numbers("GPT-2 has 50,257 tokens; a 95 % interval.\n```bash\nrun --steps 2.5\n```") == []
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_measured_number_in_prose_is_glued_or_cited(path):
+    nb = nbformat.read(path, as_version=4)
+    bad = [f"cell {i}: {s}" for i, c in enumerate(nb.cells) if c.cell_type == "markdown"
+           for s in unglued_numbers(c.source)]
+    assert bad == [], f"{path.name}: numbers typed by hand (glue them or cite them):\n" + "\n".join(bad)
+
+
+def test_the_repository_stands_alone():
+    """Nothing in the repository cites a document that is not in it."""
+    outside = re.compile(r"\b(?:ASSETS|DESIGN|STYLE)\.md\b|\.\./shared\b")
+    files = [p for p in ROOT.rglob("*") if p.is_file() and p.suffix in {".py", ".md", ".ipynb", ".yml", ".cfg"}
+             or p.name == "Makefile"]
+    offenders = [f"{p.relative_to(ROOT)}: {line.strip()[:80]}" for p in files
+                 if not any(part in {".venv", "_build", ".git"} for part in p.parts) and p.name != "test_book.py"
+                 for line in p.read_text(errors="replace").splitlines()
+                 if outside.search(line) and " not in " not in line]  # a test may check for absence
+    assert offenders == []
+
+
+def test_provenance_page_is_generated_from_the_registry():
+    from aigc_utils.book import provenance_markdown
+    from aigc_utils.core.assets import ASSETS
+
+    table = provenance_markdown()
+    for asset in ASSETS.values():
+        assert asset.source and asset.licence and asset.what, asset.name
+        assert f"| {asset.name} | {asset.what} | {asset.source} | {asset.licence} |" in table
+    assert "<!-- AIGC-PROVENANCE -->" in (ROOT / "book" / "provenance.md").read_text()

@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from aigc_utils import checkpoints
+from aigc_utils.core import checkpoints
 
 
 def _train_counter(calls):

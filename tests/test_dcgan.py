@@ -1,85 +1,103 @@
-"""Chapter 03's DCGAN: shapes, the conditional variant, losses, and a training loop that learns."""
+"""Chapter 03's DCGAN: shapes and parameter counts, slerp, the training step, and the gpu profile."""
 
 from __future__ import annotations
 
-import math
+import copy
+import inspect
+import json
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import notebook_parameters
 
-from aigc_utils.dcgan import (
-    DCGANConfig,
-    build_dcgan,
-    count_parameters,
-    discriminator_loss,
-    generator_loss,
-    interpolate,
-    sample_images,
-    slerp,
-    train_dcgan,
-)
+from aigc_utils import dcgan
+from aigc_utils.core import gan
+from aigc_utils.core.train import count_parameters
+from aigc_utils.dcgan import DCGANConfig, build_dcgan, interpolate, sample_images, slerp, train_dcgan
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_image_gan.ipynb"
+
+
+def hand_count(z: int, g: tuple[int, int], d: tuple[int, int], classes: int) -> tuple[int, int]:
+    """Parameters of G and D from the layer shapes (28×28 images, 1 channel, 7×7 base)."""
+    cells = 7 * 7
+    n_g = (classes * z  # label embedding
+           + z * (2 if classes else 1) * g[0] * cells + 2 * g[0] * cells  # linear (no bias) + BN1d
+           + g[0] * g[1] * 16 + 2 * g[1]  # ConvT 4×4 (no bias) + BN2d
+           + g[1] * 16 + 1)  # ConvT 4×4 to one channel, with bias
+    n_d = (16 * d[0] + d[0]  # Conv 4×4 with bias
+           + d[0] * d[1] * 16 + 2 * d[1]  # Conv 4×4 (no bias) + BN2d
+           + d[1] * cells + 1  # linear head
+           + classes * d[1] * cells)  # projection embedding
+    return n_g, n_d
 
 
 @pytest.mark.parametrize("num_classes", [0, 10])
-def test_shapes_and_ranges(num_classes):
+def test_shapes_ranges_and_parameter_counts(num_classes):
     cfg = DCGANConfig(z_dim=8, g_channels=(8, 4), d_channels=(4, 8), num_classes=num_classes)
     G, D = build_dcgan(cfg)
     y = torch.arange(5) if num_classes else None
     x = G(torch.randn(5, 8), y)
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     assert D(x, y).shape == (5,)
-    assert count_parameters(G) > 0
+    counted = (count_parameters(G, trainable_only=True), count_parameters(D, trainable_only=True))
+    assert counted == hand_count(8, (8, 4), (4, 8), num_classes)
     if num_classes:
         with pytest.raises(ValueError):
             G(torch.randn(5, 8))
+    default = DCGANConfig(num_classes=num_classes)
+    G, D = build_dcgan(default)
+    want = {0: (240_321, 36_577), 10: (441_665, 67_937)}[num_classes]  # the page's pinned counts
+    assert (count_parameters(G), count_parameters(D)) == want == hand_count(64, (64, 32), (32, 64),
+                                                                            num_classes)
 
 
 def test_same_seed_same_weights():
     cfg = DCGANConfig(z_dim=8, g_channels=(8, 4), d_channels=(4, 8))
-    (g1, _), (g2, _) = build_dcgan(cfg, seed=3), build_dcgan(cfg, seed=3)
+    (g1, _), (g2, _), (g3, _) = build_dcgan(cfg, seed=3), build_dcgan(cfg, seed=3), build_dcgan(cfg, 4)
     assert all(torch.equal(a, b) for a, b in zip(g1.parameters(), g2.parameters()))
-
-
-def test_losses_match_bce_and_are_non_saturating():
-    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([-3.0, 0.5])
-    bce = torch.nn.functional.binary_cross_entropy
-    want = bce(torch.sigmoid(real), torch.ones(2)) + bce(torch.sigmoid(fake), torch.zeros(2))
-    assert discriminator_loss(real, fake).item() == pytest.approx(want.item(), rel=1e-6)
-    # when D confidently rejects a fake (logit -8) the non-saturating gradient is ~-1, the saturating ~0
-    logit = torch.tensor([-8.0], requires_grad=True)
-    generator_loss(logit).backward()
-    assert logit.grad.item() == pytest.approx(-1.0, abs=1e-3)
-    logit2 = torch.tensor([-8.0], requires_grad=True)
-    torch.log1p(-torch.sigmoid(logit2)).sum().backward()
-    assert abs(logit2.grad.item()) < 1e-3
+    assert not torch.equal(g1.net[0].weight, g3.net[0].weight)
 
 
 def test_slerp_endpoints_and_norm():
-    z0, z1 = torch.randn(16), torch.randn(16)
+    gen = torch.Generator().manual_seed(0)
+    z0, z1 = torch.randn(16, generator=gen), torch.randn(16, generator=gen)
+    z1 = z1 * z0.norm() / z1.norm()  # equal norms: slerp stays on that sphere
     path = slerp(z0, z1, torch.linspace(0, 1, 5))
     assert torch.allclose(path[0], z0, atol=1e-5) and torch.allclose(path[-1], z1, atol=1e-5)
+    assert torch.allclose(path.norm(dim=1), z0.norm().expand(5), rtol=1e-5)
+    # the midpoint lies on the bisector of z0 and z1; the straight line's midpoint is shorter
+    mid = (z0 + z1) / 2
+    assert torch.allclose(path[2], mid * z0.norm() / mid.norm(), atol=1e-5)
+    assert mid.norm() < 0.99 * z0.norm()
 
 
-def test_one_training_step_matches_a_hand_written_reference():
-    """train_dcgan's step = D step on detached fakes (D grads fresh), then G step through the updated D."""
-    import copy
-
-    import torch.nn.functional as F
-
+@pytest.mark.parametrize("snapshot_every", [0, 1])
+def test_one_training_step_matches_a_hand_written_reference(snapshot_every):
+    """train_dcgan's step = D step on detached fakes, then G step through the updated D; same draws."""
     cfg = DCGANConfig(z_dim=8, g_channels=(8, 4), d_channels=(4, 8))
     G, D = build_dcgan(cfg, seed=1)
     G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
     images = torch.rand(40, 1, 28, 28, generator=torch.Generator().manual_seed(2))
-    train_dcgan(G, D, images, None, steps=1, batch_size=16, lr=1e-3, seed=5, progress=False)
+    hist, snaps = train_dcgan(G, D, images, None, steps=1, batch_size=16, lr=1e-3, seed=5,
+                              snapshot_every=snapshot_every, progress=False)
 
     gen = torch.Generator().manual_seed(5)  # the same draws, in the same order, as train_dcgan
+    if snapshot_every:
+        fixed_z = torch.randn(64, 8, generator=gen)
+        with torch.no_grad():
+            assert torch.allclose(snaps[0][1], (G_ref.eval()(fixed_z).clamp(-1, 1) + 1) / 2)
+        G_ref.train()
     idx = torch.randint(0, 40, (16,), generator=gen)
     x = images[idx] * 2 - 1
     z = torch.randn(16, 8, generator=gen)
     opt_g = torch.optim.Adam(G_ref.parameters(), lr=1e-3, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D_ref.parameters(), lr=1e-3, betas=(0.5, 0.999))
     fake = G_ref(z)
-    d_loss = -F.logsigmoid(D_ref(x)).mean() - torch.log1p(-torch.sigmoid(D_ref(fake.detach()))).mean()
+    real_logits, fake_logits = D_ref(x), D_ref(fake.detach())
+    d_loss = -F.logsigmoid(real_logits).mean() - torch.log1p(-torch.sigmoid(fake_logits)).mean()
     opt_d.zero_grad()
     d_loss.backward()
     assert all(p.grad is None for p in G_ref.parameters())  # the D step never reaches G
@@ -88,8 +106,13 @@ def test_one_training_step_matches_a_hand_written_reference():
     opt_g.zero_grad()
     g_loss.backward()
     opt_g.step()
-    for a, b in zip(list(G.parameters()) + list(D.parameters()), list(G_ref.parameters()) + list(D_ref.parameters())):
+    for a, b in zip([*G.parameters(), *D.parameters()], [*G_ref.parameters(), *D_ref.parameters()]):
         assert torch.allclose(a, b, atol=1e-5)
+    want = {"d_loss": d_loss.item(), "g_loss": g_loss.item(),
+            "d_real": torch.sigmoid(real_logits).mean().item(),
+            "d_fake": torch.sigmoid(fake_logits).mean().item()}
+    assert {k: hist[k][0] for k in want} == pytest.approx(want, rel=1e-5) and len(hist["d_loss"]) == 1
+    assert [s for s, _ in snaps] == ([0, 1] if snapshot_every else [])
 
 
 def test_training_moves_samples_towards_data():
@@ -101,7 +124,8 @@ def test_training_moves_samples_towards_data():
     cfg = DCGANConfig(z_dim=8, g_channels=(16, 8), d_channels=(8, 16), num_classes=2)
     G, D = build_dcgan(cfg, seed=0)
     before, _ = sample_images(G, 64, labels=torch.zeros(64, dtype=torch.long))
-    hist = train_dcgan(G, D, images, labels, steps=150, batch_size=32, lr=2e-3, snapshot_every=50, progress=False)
+    hist, snaps = train_dcgan(G, D, images, labels, steps=150, batch_size=32, lr=2e-3,
+                              snapshot_every=60, progress=False)
     after, _ = sample_images(G, 64, labels=torch.zeros(64, dtype=torch.long))
     err_before = (before.mean(0) - images[0]).abs().mean().item()
     err_after = (after.mean(0) - images[0]).abs().mean().item()
@@ -110,7 +134,37 @@ def test_training_moves_samples_towards_data():
     centre = mean[8:20, 8:20].mean()
     border = (mean.sum() - mean[8:20, 8:20].sum()) / (28 * 28 - 12 * 12)
     assert centre - border > 0.15  # bright square on a dark ground (untrained: ~0.5 everywhere)
-    assert len(hist.d_loss) == 150 and all(math.isfinite(v) for v in hist.g_loss)
-    assert [s for s, _ in hist.snapshots] == [0, 50, 100, 150]
-    strip = interpolate(G, torch.randn(8), torch.randn(8), n_steps=6, y=0)
-    assert strip.shape == (6, 1, 28, 28) and strip.min() >= 0 and strip.max() <= 1
+    assert len(hist["d_loss"]) == 150
+    assert [s for s, _ in snaps] == [0, 60, 120, 150]  # every 60 steps, and the end
+    z0, z1 = torch.randn(8), torch.randn(8)
+    strip = interpolate(G, z0, z1, n_steps=6, y=0)
+    G.eval()
+    with torch.no_grad():
+        ends = (G(torch.stack([z0, z1]), torch.zeros(2, dtype=torch.long)).clamp(-1, 1) + 1) / 2
+    assert strip.shape == (6, 1, 28, 28)
+    assert torch.allclose(strip[[0, -1]], ends, atol=1e-5)
+
+
+def test_the_page_shows_the_step_the_notebook_runs():
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "show_source(gan.discriminator_loss, gan.generator_loss, gan.gan_step)" in code
+    assert "show_source(train_dcgan)" in code and code.count("train_dcgan(") >= 2
+    assert dcgan.gan_step is gan.gan_step and "gan_step(" in inspect.getsource(train_dcgan)
+    assert not hasattr(dcgan, "discriminator_loss") and not hasattr(dcgan, "count_parameters")
+
+
+def test_gpu_profile_models_take_one_step_on_cpu(one_thread):
+    p = notebook_parameters("03_image_gan")
+    sizes = p["SIZES"]["gpu"]
+    assert sizes["steps_uncond"] // (sizes["snapshots"] - 1) >= 1 and sizes["n_eval"] <= 10_000
+    images = torch.rand(8, 1, 28, 28)
+    labels = torch.arange(8) % 10
+    for classes in (0, 10):
+        cfg = DCGANConfig(z_dim=p["Z_DIM"], g_channels=p["G_CHANNELS"], d_channels=p["D_CHANNELS"],
+                          num_classes=classes)
+        G, D = build_dcgan(cfg, seed=p["seed"])
+        hist, snaps = train_dcgan(G, D, images, labels if classes else None, steps=1, batch_size=2,
+                                  lr=p["LR"], betas=p["BETAS"], snapshot_every=1, progress=False)
+        assert all(torch.isfinite(torch.tensor(v)).all() for v in hist.curves.values())
+        assert snaps[-1][1].shape == (64, 1, 28, 28)

@@ -1,29 +1,38 @@
-"""Chapter 05's hand-written GPT against HF's GPT-2 (the oracle), and its KV cache against no cache."""
+"""Chapter 05's GPT against HF's GPT-2 and PyTorch's attention; its KV cache against none."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from conftest import notebook_parameters
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from aigc_utils.core.train import warmup_cosine
 from aigc_utils.decoder import (
+    CausalSelfAttention,
     CharTokenizer,
     Decoder,
     DecoderConfig,
     from_hf_gpt2,
     ngram_baselines,
+    random_batch,
     stream_loss,
+    time_generation,
     train_char_lm,
 )
+
+STEM = "05_transformer_decoder"
 
 
 def _hf_gpt2(seed: int = 0, vocab: int = 97, positions: int = 64) -> GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab, n_positions=positions, n_embd=48, n_layer=3, n_head=4, bos_token_id=0, eos_token_id=0
-    )
+    config = GPT2Config(vocab_size=vocab, n_positions=positions, n_embd=48, n_layer=3, n_head=4,
+                        bos_token_id=0, eos_token_id=0)
     return GPT2LMHeadModel(config).eval()
 
 
@@ -55,7 +64,8 @@ def test_loss_matches_hf_shifted_loss() -> None:
 
 def test_causal_mask_hides_the_future() -> None:
     torch.manual_seed(0)
-    model = Decoder(DecoderConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32)).eval()
+    config = DecoderConfig(vocab_size=50, block_size=32, n_layer=2, n_head=2, n_embd=32)
+    model = Decoder(config).eval()
     a = torch.randint(0, 50, (1, 20))
     b = a.clone()
     b[0, 12:] = (b[0, 12:] + 1) % 50  # change only the future of position 11
@@ -94,10 +104,12 @@ def test_cached_forward_matches_full_forward() -> None:
 @pytest.mark.parametrize("greedy", [True, False])
 def test_cached_and_uncached_generation_identical(greedy: bool) -> None:
     torch.manual_seed(0)
-    model = Decoder(DecoderConfig(vocab_size=60, block_size=50, n_layer=2, n_head=4, n_embd=32)).eval()
+    config = DecoderConfig(vocab_size=60, block_size=50, n_layer=2, n_head=4, n_embd=32)
+    model = Decoder(config).eval()
     prompt = torch.randint(0, 60, (3, 5), generator=torch.Generator().manual_seed(6))
     outs = [
-        model.generate(prompt, 40, greedy=greedy, top_k=20, use_cache=c, generator=torch.Generator().manual_seed(7))
+        model.generate(prompt, 40, greedy=greedy, top_k=20, use_cache=c,
+                       generator=torch.Generator().manual_seed(7))
         for c in (False, True)
     ]
     assert outs[0].shape == (3, 45)
@@ -123,7 +135,96 @@ def test_training_beats_unigram_on_a_tiny_corpus() -> None:
     text = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n\n" * 30
     tok = CharTokenizer.from_texts([text])
     data = torch.tensor(tok.encode(text))
-    model = Decoder(DecoderConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32))
-    history = train_char_lm(model, data, data[:200], steps=60, batch_size=8, lr=1e-2, eval_every=30, progress=False)
-    assert history["val"][-1] < 0.5 * math.log(tok.vocab_size)
-    assert stream_loss(model, data[:200], 32) == pytest.approx(history["val"][-1], abs=1e-6)
+    model = Decoder(DecoderConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2,
+                                  n_embd=32))
+    h = train_char_lm(model, data, data[:200], steps=60, batch_size=8, lr=1e-2, warmup=20,
+                      eval_every=30, progress=False)
+    assert h["step"] == [30.0, 60.0]
+    assert h["val"][-1] < 0.5 * math.log(tok.vocab_size)
+    assert stream_loss(model, data[:200], 32) == pytest.approx(h["val"][-1], abs=1e-6)
+    # the shared schedule: linear warm-up over 20 steps, then cosine down to 10 % of the peak
+    expected = [1e-2 * warmup_cosine(i, 20, 60, floor=0.1) for i in range(60)]
+    assert h["lr"] == pytest.approx(expected, rel=1e-9, abs=1e-12)
+
+
+def test_random_batch_targets_are_the_next_characters() -> None:
+    data = torch.arange(100)
+    x, y = random_batch(data, 5, 16, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (5, 16)
+    assert torch.equal(y, x + 1)  # in an arange stream the next token is the id plus one
+    assert torch.equal(x[:, 1:] - x[:, :-1], torch.ones(5, 15, dtype=torch.long))
+
+
+def test_stream_loss_is_the_token_weighted_mean_nll() -> None:
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=20, block_size=64, n_layer=1, n_head=2, n_embd=16))
+    data = torch.randint(0, 20, (50,), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():  # one window covers the stream: plain cross-entropy
+        whole = F.cross_entropy(model(data[None, :-1]).logits[0], data[1:]).item()
+        # windows of 7: 49 predicted tokens in 7 windows, each scored with its own context only
+        nll = [F.cross_entropy(model(data[None, s : s + 7]).logits[0], data[s + 1 : s + 8],
+                               reduction="sum").item() for s in range(0, 49, 7)]
+    assert stream_loss(model, data, 64) == pytest.approx(whole, abs=1e-6)
+    assert stream_loss(model, data, 7, batch_size=3) == pytest.approx(sum(nll) / 49, abs=1e-6)
+
+
+def _sdpa_reference(attn: CausalSelfAttention, x: torch.Tensor, past=None) -> torch.Tensor:
+    """The same projections, with PyTorch's fused attention doing the masked softmax."""
+    B, T, d = x.shape
+    q, k, v = (t.view(B, T, attn.n_head, -1).transpose(1, 2) for t in attn.c_attn(x).split(d, 2))
+    if past is None:
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:  # is_causal aligns the mask top-left; with a cache the queries are the *last* positions
+        k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
+        keep = torch.ones(T, k.size(2), dtype=torch.bool).tril(diagonal=k.size(2) - T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=keep)
+    return attn.c_proj(y.transpose(1, 2).reshape(B, T, d))
+
+
+def test_hand_written_attention_equals_scaled_dot_product_attention() -> None:
+    torch.manual_seed(0)
+    attn = CausalSelfAttention(DecoderConfig(n_head=4, n_embd=32)).eval()
+    with torch.no_grad():
+        attn.c_attn.weight.mul_(5)  # sharp attention, so a wrong mask or scale cannot hide
+        x = torch.randn(2, 12, 32)
+        ours, (k, v), weights = attn(x, return_attention=True)
+        assert torch.allclose(ours, _sdpa_reference(attn, x), atol=1e-5)
+        assert weights.triu(diagonal=1).abs().max().item() == 0.0
+        cached, _, _ = attn(x[:, 8:], past=(k[:, :, :8], v[:, :, :8]))  # 4 new queries, cache of 8
+        assert torch.allclose(cached, _sdpa_reference(attn, x[:, 8:], (k[:, :, :8], v[:, :, :8])),
+                              atol=1e-5)
+        assert torch.allclose(cached, ours[:, 8:], atol=1e-5)  # cached decoding = uncached
+
+
+def test_time_generation_compares_like_with_like() -> None:
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=30, block_size=40, n_layer=1, n_head=2, n_embd=16))
+    timing = time_generation(model, torch.tensor([[1, 2]]), 20, repeats=1, seed=3)
+    assert timing["outputs_equal"] is True
+    assert timing["speedup"] == pytest.approx(timing["seconds_no_cache"] / timing["seconds_cache"])
+
+
+def test_notebook_shows_the_attention_and_cache_it_runs() -> None:
+    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{STEM}.ipynb"
+    code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+            if c["cell_type"] == "code"]
+    text = "\n".join(code)
+    assert "show_source(CausalSelfAttention.forward)" in text
+    assert "show_source(Decoder.generate)" in text
+    # the model the page trains and samples from is this Decoder, whose blocks run that attention
+    assert "Decoder(model_config)" in text and "model.generate(" in text
+    assert "CausalSelfAttention" not in "".join(c for c in code if "class " in c)  # not redefined
+
+
+def test_gpu_profile_builds_and_takes_one_step_on_cpu(one_thread) -> None:
+    cfg = notebook_parameters(STEM)["SIZES"]["gpu"]
+    torch.manual_seed(0)
+    config = DecoderConfig(vocab_size=2600, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
+                           n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=cfg["dropout"])
+    model = Decoder(config)
+    data = torch.randint(0, 2600, (4 * cfg["block_size"],), generator=torch.Generator())
+    before = model.wte.weight.detach().clone()
+    h = train_char_lm(model, data, data[: cfg["block_size"] + 2], steps=1, batch_size=2,
+                      lr=cfg["lr"], warmup=0, progress=False)
+    assert len(h["loss"]) == 1 and h["loss"][0] == pytest.approx(math.log(2600), abs=0.3)
+    assert not torch.equal(before, model.wte.weight)  # the step updated the weights

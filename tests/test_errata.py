@@ -1,123 +1,172 @@
-"""Chapter 09's corrected versions agree with the library oracles and with the closed forms."""
+"""Chapter 09: the finite-support GAN value, the causal-LM loss, the install check, the ledger and
+its bars, the page showing what it runs, and one step of the ``gpu`` profile's models on the CPU."""
 
 from __future__ import annotations
 
+import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
+from conftest import notebook_parameters
 
 from aigc_utils import errata
+from aigc_utils.core import gan
+from aigc_utils.core.results import QualityBarFailed, record_results
+from aigc_utils.core.train import fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "09_seed_errata.ipynb"
 
 
-def test_gan_value_matches_bce_and_literal_formula():
-    g = torch.Generator().manual_seed(0)
-    real, fake = torch.randn(32, 1, generator=g), torch.randn(32, 1, generator=g)
-    literal = torch.log(torch.sigmoid(real)).mean() + torch.log(1 - torch.sigmoid(fake)).mean()
-    assert torch.allclose(errata.gan_value(real, fake), literal, atol=1e-6)
-    bce = F.binary_cross_entropy(torch.sigmoid(real), torch.ones_like(real)) + F.binary_cross_entropy(
-        torch.sigmoid(fake), torch.zeros_like(fake)
-    )
-    assert torch.allclose(errata.discriminator_loss(real, fake), bce, atol=1e-5)
-    assert torch.allclose(errata.discriminator_loss(real, fake), -errata.gan_value(real, fake), atol=1e-6)
-
-
-def test_optimal_discriminator_and_jsd_closed_form():
+def test_discrete_value_closed_form_and_optimum():
     p = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
     q = torch.tensor([0.2, 0.2, 0.6], dtype=torch.float64)
-    d_star = errata.optimal_discriminator(p, q)
+    d_star = errata.discrete_optimal_d(p, q)
+    assert torch.allclose(d_star, torch.tensor([5 / 7, 0.6, 0.25], dtype=torch.float64))
+    # JSD by hand: m = (0.35, 0.25, 0.4)
+    m = [0.35, 0.25, 0.4]
+    by_hand = 0.5 * sum(a * math.log(a / c) for a, c in zip(p.tolist(), m)) + 0.5 * sum(
+        b * math.log(b / c) for b, c in zip(q.tolist(), m))
+    assert math.isclose(errata.discrete_jsd(p, q).item(), by_hand, rel_tol=1e-12)
     v_star = errata.discrete_value(d_star, p, q)
-    assert math.isclose(v_star.item(), -math.log(4) + 2 * errata.jensen_shannon(p, q).item(), abs_tol=1e-12)
-    for d in torch.rand(200, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).clamp(1e-6, 1 - 1e-6):
+    assert math.isclose(v_star.item(), -math.log(4) + 2 * by_hand, abs_tol=1e-12)
+    by_def = sum(a * math.log(d) + b * math.log(1 - d) for a, b, d in zip(p, q, d_star.tolist()))
+    assert math.isclose(v_star.item(), float(by_def), abs_tol=1e-12)
+    g = torch.Generator().manual_seed(1)
+    for d in torch.rand(200, 3, dtype=torch.float64, generator=g).clamp(1e-6, 1 - 1e-6):
         assert errata.discrete_value(d, p, q) <= v_star + 1e-12
-    assert errata.jensen_shannon(p, p).abs().item() < 1e-12
-
-
-def test_generator_losses_gradients():
-    logits = torch.full((4, 1), -6.0, requires_grad=True)
-    (g_sat,) = torch.autograd.grad(errata.generator_loss(logits, non_saturating=False), logits)
-    (g_ns,) = torch.autograd.grad(errata.generator_loss(logits), logits)
-    assert torch.allclose(g_sat, -torch.sigmoid(logits.detach()) / 4, atol=1e-7)
-    assert torch.allclose(g_ns, -(1 - torch.sigmoid(logits.detach())) / 4, atol=1e-7)
-
-
-def test_causal_attention_matches_sdpa():
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 7, 8, generator=g) for _ in range(3))
-    ours = errata.causal_attention(q, k, v)
-    assert torch.allclose(ours, F.scaled_dot_product_attention(q, k, v, is_causal=True), atol=1e-6)
-
-
-def test_tiny_decoder_is_causal_and_shaped():
-    torch.manual_seed(0)
-    model = errata.TinyDecoderLM(vocab_size=11, d_model=16, n_heads=2, d_ff=32, n_layers=2, max_len=10)
-    ids = torch.randint(0, 11, (3, 10))
-    logits = model(ids)
-    assert logits.shape == (3, 10, 11)
-    changed = ids.clone()
-    changed[:, 6:] = (changed[:, 6:] + 1) % 11
-    assert torch.allclose(model(changed)[:, :6], logits[:, :6], atol=1e-5)
+    assert errata.discrete_jsd(p, p).abs().item() < 1e-12
 
 
 def test_causal_lm_loss_matches_transformers():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=12,
-                                       bos_token_id=0, eos_token_id=0))
+    config = GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=12,
+                        bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config)
     ids = torch.randint(1, 50, (2, 9))
     labels = ids.clone()
     labels[1, 6:] = -100
     out = model(input_ids=ids, labels=labels)
     assert torch.allclose(out.loss, errata.causal_lm_loss(out.logits, labels), atol=1e-5)
-    assert not model.config.is_encoder_decoder
-
-
-def test_train_and_evaluate_lm_on_repeated_text():
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=20, n_embd=16, n_layer=1, n_head=2, n_positions=8,
-                                       bos_token_id=0, eos_token_id=0))
-    rows = errata.lm_blocks(torch.arange(200).remainder(10), 8)
-    assert rows.shape == (25, 8)
-    loader = torch.utils.data.DataLoader(rows, batch_size=5)
-    before = errata.evaluate_lm(model, loader)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(3):
-        loss = errata.train_lm_epoch(model, loader, opt)
-    after = errata.evaluate_lm(model, loader)
-    assert math.isfinite(loss)
-    assert after["perplexity"] < before["perplexity"] / 2
-    assert math.isclose(after["perplexity"], math.exp(after["loss"]))
-    assert 0 <= after["next_token_accuracy"] <= 1
-
-
-def test_toy_gan_learns_a_gaussian():
-    torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    G, D = errata.mlp([4, 32, 32, 1]), errata.mlp([1, 32, 32, 1])
-    errata.train_toy_gan(lambda n: 2.0 + 0.5 * torch.randn(n, 1, generator=g), G, D, 4, 200, generator_=g)
-    with torch.no_grad():
-        s = G(torch.randn(2000, 4, generator=g))
-    assert abs(s.mean().item() - 2.0) < 0.35 and 0.25 < s.std().item() < 0.8
 
 
 def test_python_supported_reads_metadata():
+    assert errata.requires_python("torch").startswith(">=")
     assert errata.python_supported("torch", "3.11")
     assert not errata.python_supported("torch", "2.7")
 
 
-def test_ledger_counts_and_refuses():
-    ledger = errata.ErrataLedger()
+def test_ledger_records_every_check_without_raising(capsys):
+    recorded: dict[str, int] = {}
+    ledger = errata.ErrataLedger(record=lambda **kv: recorded.update(kv))
     ledger.check("value_function", ok=True)
-    with pytest.raises(AssertionError, match="bad"):
-        ledger.check("gan_training", good=True, bad=False)
+    ledger.check("gan_training", good=True, bad=False)
+    ledger.check("environment")  # no condition is no pass
+    out = capsys.readouterr().out
+    assert "[pass] value_function: ok" in out and "[FAIL] gan_training: bad" in out
+    assert "[FAIL] environment: no conditions" in out
+    assert recorded == {"fixed_value_function": 1, "fixed_gan_training": 0, "fixed_environment": 0}
     with pytest.raises(KeyError):
         ledger.check("nonexistent", ok=True)
-    assert ledger.metrics() == {"seed_blocks_listed": len(errata.SEED_BLOCKS), "seed_blocks_covered": 2,
-                                "fixed_blocks_passing": 1}
-    assert "FAILED" in ledger.table_markdown() and "not run" in ledger.table_markdown()
+    assert ledger.metrics() == {"seed_blocks_listed": len(errata.SEED_BLOCKS),
+                                "seed_blocks_covered": 3, "fixed_blocks_passing": 1}
+    table = ledger.table_html()
+    assert table.count("<tr>") == len(errata.SEED_BLOCKS) + 1
+    assert '<a href="03_image_gan.html">' in table and ".ipynb" not in table
+    assert "FAILED" in table and "not run" in table and "H = Attention(X, H₋₁)" in table
+
+
+def test_a_failing_fix_fails_the_results(monkeypatch, tmp_path):
+    """The notebook's bars on the ledger's metrics: all passing is green, one failure is not."""
+    monkeypatch.setenv("AIGC_METRICS_DIR", str(tmp_path))
+    params = notebook_parameters("09_seed_errata")
+    assert params["BLOCKS"] == [b.key for b in errata.SEED_BLOCKS]
+    bars = params["BARS"]["cpu"]
+    for failing in (None, "gan_training"):
+        metrics: dict[str, int] = {}
+        ledger = errata.ErrataLedger(record=lambda **kv: metrics.update(kv))
+        for block in errata.SEED_BLOCKS:
+            ledger.check(block.key, ok=block.key != failing)
+        metrics.update(ledger.metrics())
+        if failing is None:
+            record_results("09_test", metrics, bars, "cpu", "cpu")
+        else:
+            with pytest.raises(QualityBarFailed, match=r"fixed_gan_training == 1"):
+                record_results("09_test", metrics, bars, "cpu", "cpu")
+    metrics = {f"fixed_{b.key}": 1 for b in errata.SEED_BLOCKS[:-1]}  # one block never checked
+    metrics.update(seed_blocks_listed=10, seed_blocks_covered=9)
+    with pytest.raises(KeyError, match="fixed_training_driver"):
+        record_results("09_test", metrics, bars, "cpu", "cpu")
+
+
+def _code() -> str:
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    return "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+
+
+def test_the_page_shows_what_it_runs():
+    code = _code()
+    groups = re.findall(r"show_source\(([^)]*)\)", code)
+    shown = {name.strip() for group in groups for name in group.split(",")}
+    expected = {"gan.gan_value", "errata.discrete_optimal_d", "errata.discrete_value",
+                "errata.discrete_jsd", "gan.generator_loss", "gan.discriminator_loss",
+                "gan.gan_step", "CausalSelfAttention", "Decoder", "errata.causal_lm_loss",
+                "gpt2_finetune.perplexity", "gpt2_finetune.make_blocks"}
+    assert expected <= shown
+    rest = re.sub(r"show_source\([^)]*\)", "", code)
+    for name in expected:
+        assert re.search(rf"\b{re.escape(name)}\(", rest), f"{name} is shown, never called"
+    # chapter modules never import each other: errata imports only the core
+    source = Path(errata.__file__).read_text()
+    assert not re.search(r"from \.(?!core)|import aigc_utils\.(?!core)", source)
+
+
+def test_the_notebooks_toy_gan_learns_a_gaussian():
+    """The §6 recipe (nets, Adam, core.gan.gan_step inside core.train.fit) on N(2, 0.5²)."""
+    params = notebook_parameters("09_seed_errata")
+    z_dim, width, batch = params["Z_DIM"], params["GAN_WIDTH"], params["GAN_BATCH"]
+    lr = params["LR"]["gan"]
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    nn = torch.nn
+    G, D = (nn.Sequential(nn.Linear(n_in, width), nn.LeakyReLU(), nn.Linear(width, width),
+                          nn.LeakyReLU(), nn.Linear(width, 1)) for n_in in (z_dim, 1))
+    opt_d, opt_g = (torch.optim.Adam(m.parameters(), lr=lr, betas=(0.5, 0.999)) for m in (D, G))
+
+    def step(i):
+        real = 2.0 + 0.5 * torch.randn(batch, 1, generator=g)
+        return gan.gan_step(D, real, G(torch.randn(batch, z_dim, generator=g)), opt_d, opt_g)
+
+    fit(step, params["SIZES"]["cpu"]["gan_steps"], progress=False)
+    with torch.no_grad():
+        s = G(torch.randn(2000, z_dim, generator=g))
+    assert abs(s.mean().item() - 2.0) < 0.35 and 0.25 < s.std().item() < 0.8
+
+
+def test_gpu_profile_models_take_one_step_on_cpu():
+    """SIZES["gpu"]: the tiny GPT-2 (batch 2, gpu block length) and the decoder, one step each."""
+    from aigc_utils import gpt2_finetune
+    from aigc_utils.core.train import optimizer_step
+    from aigc_utils.decoder import Decoder, DecoderConfig
+
+    params = notebook_parameters("09_seed_errata")
+    cfg = params["SIZES"]["gpu"]
+    config = gpt2_finetune.tiny_gpt2_config(params["LM_LAYERS"], cfg["lm_width"], params["LM_HEADS"],
+                                            cfg["lm_block"], dropout=params["LM_DROPOUT"])
+    lm = gpt2_finetune.new_gpt2(config, 0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, config.vocab_size, (2, cfg["lm_block"]), generator=g)
+    opt = torch.optim.AdamW(lm.parameters(), lr=params["LR"]["lm"])
+    before = lm.eval()(input_ids=x, labels=x).loss.item()
+    optimizer_step(opt, lm.train()(input_ids=x, labels=x).loss)
+    assert lm.eval()(input_ids=x, labels=x).loss.item() < before
+    decoder = Decoder(DecoderConfig(**params["DECODER"]))
+    pattern = torch.arange(params["DECODER"]["block_size"]).remainder(8).repeat(2, 1)
+    dec_opt = torch.optim.Adam(decoder.parameters(), lr=params["LR"]["decoder"])
+    loss = optimizer_step(dec_opt, errata.causal_lm_loss(decoder(pattern).logits, pattern))
+    assert errata.causal_lm_loss(decoder(pattern).logits, pattern).item() < loss

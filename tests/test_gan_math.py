@@ -1,31 +1,46 @@
-"""Chapter 02's GAN math: D*, C(G) = -log 4 + 2 JSD, the two generator losses (scipy / autograd as oracles)."""
+"""Chapter 02: D*, C(G) = -log 4 + 2 JSD, the generator losses (scipy / autograd as oracles), and
+PacGAN's 2-D toy problems: the mixtures, the mode / high-quality metrics, packing, training, the cache."""
 
 from __future__ import annotations
 
+import json
 import math
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import notebook_parameters
 from scipy.spatial.distance import jensenshannon
 
+from aigc_utils import gan_math
+from aigc_utils.core.gan import discriminator_loss, generator_loss
 from aigc_utils.gan_math import (
     LOG4,
     GaussianMixture1D,
+    PackedDiscriminator,
+    ToyGANConfig,
+    ToyGenerator,
     as_probability,
     c_of_g,
+    cached_pacgans,
     early_training_1d,
     generator_logit_gradients,
+    grid_problem,
     jensen_shannon,
-    non_saturating_generator_loss,
+    lr_factor,
+    mode_metrics,
     optimal_discriminator,
-    saturating_generator_loss,
+    ring_problem,
     train_discriminator_1d,
+    train_pacgan,
     value_by_quadrature,
     value_by_sampling,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+STEM = "02_gan_math"
 
 
 DATA = GaussianMixture1D((0.5, 0.5), (-1.2, 1.2), (0.5, 0.5))
@@ -77,18 +92,28 @@ def test_generator_losses_have_the_closed_form_gradients():
     logits = torch.linspace(-9, 9, 37, requires_grad=True)
     d = torch.sigmoid(logits).detach().numpy()
     closed = generator_logit_gradients(d)
-    for fn, key in ((saturating_generator_loss, "saturating"), (non_saturating_generator_loss, "non_saturating")):
-        (grad,) = torch.autograd.grad(fn(logits), logits)
+    for key in ("saturating", "non_saturating"):
+        loss = generator_loss(logits, non_saturating=key == "non_saturating")
+        (grad,) = torch.autograd.grad(loss, logits)
         # the mean over N samples scales each per-sample gradient by 1/N; both point the same way (negative)
         assert np.allclose(-grad.numpy() * len(logits), closed[key], atol=1e-6)
     # the saturating loss equals log(1 - D) computed naively where that is stable
     a = torch.tensor([-2.0, 0.0, 2.0])
-    assert torch.allclose(saturating_generator_loss(a), torch.log(1 - torch.sigmoid(a)).mean())
-    assert torch.allclose(non_saturating_generator_loss(a), -torch.log(torch.sigmoid(a)).mean())
+    assert torch.allclose(generator_loss(a, False), torch.log(1 - torch.sigmoid(a)).mean())
+    assert torch.allclose(generator_loss(a, True), -torch.log(torch.sigmoid(a)).mean())
+
+
+def test_discriminator_loss_is_minus_the_sampled_value():
+    g = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(500, generator=g), torch.randn(700, generator=g) + 1
+    d = lambda x: 1 / (1 + np.exp(-2.0 * x))  # noqa: E731 - D = sigmoid(2x), logits 2x
+    v = value_by_sampling(d, real.double().numpy(), fake.double().numpy())
+    assert discriminator_loss(2 * real, 2 * fake).item() == pytest.approx(-v, rel=1e-5)
 
 
 def test_trained_discriminator_approaches_dstar():
-    net, losses = train_discriminator_1d(DATA, GEN, steps=250, batch=256, seed=0)
+    net, history = train_discriminator_1d(DATA, GEN, steps=250, batch=256, seed=0)
+    losses = np.array(history["loss"])
     xs = np.linspace(-3, 3, 301)
     mae = np.abs(as_probability(net)(xs) - optimal_discriminator(DATA.pdf, GEN.pdf, xs)).mean()
     assert mae < 0.08
@@ -106,9 +131,156 @@ def test_non_saturating_loss_moves_the_generator_when_d_rejects_fakes():
 
 
 def test_the_seeds_generator_gradient_is_identically_zero():
-    # Seed 4.2.1: grad_g E_x[log D(x)] — the expression contains no G, so autograd finds no path.
+    # The source text's 4.2.1: grad_g E_x[log D(x)] — the expression contains no G, so autograd finds no path.
     G = torch.nn.Linear(4, 1)
     D = torch.nn.Sequential(torch.nn.Linear(1, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1), torch.nn.Sigmoid())
     real = torch.randn(16, 1)
     seed_loss = torch.log(D(real)).mean()
     assert all(g is None for g in torch.autograd.grad(seed_loss, list(G.parameters()), allow_unused=True))
+
+
+def test_problems_are_pacgans():
+    ring, grid = ring_problem(), grid_problem()
+    assert ring.n_modes == 8 and ring.sigma == 0.01
+    assert torch.allclose(ring.means.norm(dim=1), torch.ones(8))
+    assert grid.n_modes == 25 and grid.sigma == 0.05
+    assert sorted(set(grid.means[:, 0].tolist())) == [-4.0, -2.0, 0.0, 2.0, 4.0]
+    assert len({tuple(m) for m in grid.means.tolist()}) == 25
+
+
+def test_metrics_on_true_samples_match_the_chi_square_closed_form():
+    # A sample from an isotropic 2-D Gaussian is within 3 sigma with probability 1 - exp(-9/2).
+    for problem in (ring_problem(), grid_problem()):
+        x = problem.sample(20_000, torch.Generator().manual_seed(0))
+        m = mode_metrics(x, problem)
+        assert m.modes == problem.n_modes
+        assert m.hq == pytest.approx(1 - math.exp(-4.5), abs=0.003)
+        assert m.counts.sum() == round(m.hq * 20_000)
+
+
+def test_metrics_see_collapse_and_junk():
+    grid = grid_problem()
+    collapsed = grid.means[7] + 0.01 * torch.randn(2500, 2)
+    m = mode_metrics(collapsed, grid)
+    assert (m.modes, m.hq) == (1, 1.0) and m.counts[7] == 2500
+    between = torch.tensor([[1.0, 1.0], [3.0, -1.0]])  # between modes: nearest mode is 1.4 away = 28 sigma
+    assert mode_metrics(between, grid).hq == 0.0 and mode_metrics(between, grid).modes == 0
+    edge = grid.means[:1] + torch.tensor([[0.149, 0.0]])  # 2.98 sigma: still high quality
+    assert mode_metrics(edge, grid).hq == 1.0
+
+
+def test_packing_concatenates_consecutive_samples():
+    torch.manual_seed(0)
+    D = PackedDiscriminator(pack=2, hidden=16, depth=2)
+    x = torch.randn(6, 2)
+    out = D(x)
+    assert out.shape == (3,)
+    assert torch.allclose(out[1], D.net(torch.cat([x[2], x[3]]))[0])
+    assert D.net[0].in_features == 4
+    G = ToyGenerator(z_dim=16, hidden=128, depth=4)
+    assert G(torch.randn(5, 16)).shape == (5, 2)
+    assert not any(isinstance(m, torch.nn.BatchNorm1d) for m in G.modules())
+
+
+def test_lr_factor_is_flat_then_linear_to_zero():
+    assert [lr_factor(s, 100, 0.5) for s in (0, 49, 50, 75, 100)] == [1.0, 1.0, 1.0, 0.5, 0.0]
+
+
+def test_training_is_seeded_and_cached(tmp_cache):
+    cfg = ToyGANConfig(pack=2, iters=30, batch=32, hidden=32, depth=2, snapshots=2, n_eval=100, seed=3)
+    a = train_pacgan(ring_problem(), cfg, progress=False)
+    b = train_pacgan(ring_problem(), cfg, progress=False)
+    assert torch.equal(a["samples"], b["samples"])
+    assert a["snap_samples"].shape == (3, 100, 2) and a["snap_iters"].tolist() == [10, 20, 30]
+    assert np.isfinite(a["d_loss"].numpy()).all()
+    c = train_pacgan(ring_problem(), replace(cfg, seed=4), progress=False)
+    assert not torch.equal(a["samples"], c["samples"])
+    jobs = {"a": (ring_problem(), cfg), "b": (ring_problem(), replace(cfg, seed=4))}
+    first = cached_pacgans(jobs, workers=1)
+    assert [r["cached"] for r in first.values()] == [0, 0]
+    assert torch.equal(first["a"]["samples"], a["samples"])  # same numbers as a direct call
+    second = cached_pacgans(jobs, workers=1)
+    assert [r["cached"] for r in second.values()] == [1, 1]
+    assert torch.equal(first["b"]["samples"], second["b"]["samples"])
+
+
+def test_a_short_run_moves_samples_towards_the_ring():
+    # 300 iterations do not reach PacGAN's 3-sigma precision, but they pull the samples towards the
+    # unit circle: median | |x| - 1 | falls from about 0.94 (untrained G, outputs near 0) to about 0.3.
+    cfg = ToyGANConfig(pack=1, iters=300, batch=128, hidden=64, depth=3, snapshots=1, n_eval=1000, seed=0)
+    samples = train_pacgan(ring_problem(), cfg, progress=False)["samples"]
+    torch.manual_seed(0)
+    untrained = ToyGenerator(16, 64, 3)(torch.randn(1000, 16)).detach()
+    off_ring = lambda x: float((x.norm(dim=1) - 1).abs().median())  # noqa: E731
+    assert off_ring(untrained) > 0.8
+    assert off_ring(samples) < 0.5
+
+
+def test_packed_training_is_the_hand_written_pacgan_step():
+    """Two steps of train_pacgan equal the textbook loop: D on real packs -> 1 and fake packs -> 0, then
+    G on -log D(G(z)) through the updated D, with packs of consecutive samples."""
+    cfg = ToyGANConfig(pack=2, iters=2, batch=8, hidden=16, depth=2, snapshots=0, n_eval=20, seed=1)
+    ring = ring_problem()
+    ours = train_pacgan(ring, cfg, progress=False)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    G, D = ToyGenerator(cfg.z_dim, cfg.hidden, cfg.depth), PackedDiscriminator(2, cfg.hidden, cfg.depth)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    z_eval = torch.randn(cfg.n_eval, cfg.z_dim, generator=gen)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    for step in range(cfg.iters):
+        for o in (opt_g, opt_d):  # the schedule: flat for the first half, then linear to 0
+            o.param_groups[0]["lr"] = cfg.lr * lr_factor(step, cfg.iters, cfg.decay_from)
+        real, z = ring.sample(16, gen), torch.randn(16, cfg.z_dim, generator=gen)
+        fake = G(z)
+        d_loss = bce(D(real), torch.ones(8)) + bce(D(fake.detach()), torch.zeros(8))
+        opt_d.zero_grad()
+        d_loss.backward()
+        opt_d.step()
+        opt_g.zero_grad()
+        bce(D(fake), torch.ones(8)).backward()
+        opt_g.step()
+        assert ours["d_loss"][step].item() == pytest.approx(d_loss.item(), rel=1e-5)
+    assert torch.allclose(ours["samples"], G(z_eval).detach(), atol=1e-5)
+
+
+def test_the_toy_gans_call_the_core_gan_step(monkeypatch):
+    calls = []
+    real_step = gan_math.gan_step
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("non_saturating", True))
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(gan_math, "gan_step", counting)
+    early = early_training_1d("saturating", DATA, (-3.0, 0.5), d_pretrain=3, steps=2, batch=8)
+    assert calls == [False, False] and len(early["mu"]) == 2 and len(early["d_loss"]) == 5
+    cfg = ToyGANConfig(pack=2, iters=3, batch=4, hidden=8, depth=1, snapshots=0, n_eval=10)
+    train_pacgan(ring_problem(), cfg, progress=False)
+    assert calls == [False, False, True, True, True]
+
+
+def test_the_page_shows_the_core_gan_step():
+    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{STEM}.ipynb"
+    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
+                     if c["cell_type"] == "code")
+    assert "show_source(gan.discriminator_loss, gan.generator_loss, gan.gan_step)" in code
+    assert "gan.generator_loss(" in code and "early_training_1d(" in code and "cached_pacgans(" in code
+
+
+def test_gpu_profile_models_take_one_step_on_the_cpu():
+    params = notebook_parameters(STEM)
+    cfg, toy = params["SIZES"]["gpu"], params["TOY"]
+    assert cfg["seeds"] >= 1 and cfg["ring_iters"] > 0 and cfg["grid_iters"] > 0
+    for problem in (ring_problem(), grid_problem()):
+        for m in (1, params["pack"]):
+            job = ToyGANConfig(**{**toy, "batch": 2, "snapshots": 0}, pack=m, iters=1,
+                               lr=params["LR"][problem.name])
+            run = train_pacgan(problem, job, progress=False)
+            assert run["samples"].shape == (toy["n_eval"], 2) and torch.isfinite(run["d_loss"]).all()
+    data, g = GaussianMixture1D(*params["P_DATA"]), GaussianMixture1D(*params["P_G"])
+    _, history = train_discriminator_1d(data, g, steps=1, batch=2)
+    early = early_training_1d("non_saturating", GaussianMixture1D(*params["EARLY_DATA"]),
+                              params["EARLY_G_INIT"], 1, 1, batch=2)
+    assert len(history["loss"]) == 1 and len(early["mu"]) == 1

@@ -1,20 +1,25 @@
-"""Chapter 08 helpers: masks are deterministic, the hand-written metrics agree with the libraries,
-the classical fills and the network respect the known pixels, and training is cached."""
+"""Chapter 08: masks are deterministic, metrics agree with the libraries, fills keep the known pixels,
+training steps match a hand computation, training is cached, and the gpu sizes build."""
 
 from __future__ import annotations
 
+import inspect
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from aigc_utils import inpaint as ip
+from conftest import notebook_parameters
 
 
-def _pair(n: int = 6, size: int = 28, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _pair(n: int = 6, size: int = 28, seed: int = 0):
     gen = torch.Generator().manual_seed(seed)
     target = torch.rand(n, 1, size, size, generator=gen)
     pred = (target + 0.1 * torch.randn(target.shape, generator=gen)).clamp(0, 1)
@@ -27,7 +32,7 @@ def test_masks_are_deterministic_and_cycle_kinds():
     b, _ = ip.make_masks(9, 28, seed=3)
     c, _ = ip.make_masks(4, 28, seed=3)
     d, _ = ip.make_masks(9, 28, seed=4)
-    assert torch.equal(a, b) and torch.equal(a[:4], c)  # same call, same masks; a prefix stays the same
+    assert torch.equal(a, b) and torch.equal(a[:4], c)  # same call, same masks; prefixes agree
     assert not torch.equal(a, d)
     assert kinds == list(ip.MASK_KINDS) * 3
     assert a.shape == (9, 1, 28, 28) and set(a.unique().tolist()) <= {0.0, 1.0}
@@ -43,7 +48,8 @@ def test_centre_mask_is_centred_square():
 
 
 def test_ratio_bins():
-    assert ip.ratio_bin([0.05, 0.1, 0.15, 0.29, 0.3, 0.9]) == ["<10%", "10-20%", "10-20%", "20-30%", ">=30%", ">=30%"]
+    expected = ["<10%", "10-20%", "10-20%", "20-30%", ">=30%", ">=30%"]
+    assert ip.ratio_bin([0.05, 0.1, 0.15, 0.29, 0.3, 0.9]) == expected
 
 
 def test_hole_psnr_matches_skimage_and_torchmetrics_on_hole_pixels():
@@ -88,11 +94,9 @@ def test_bin_table_all_row_equals_pooled_psnr():
 def test_ssim_agrees_with_skimage_gaussian_ssim():
     pred, target, _ = _pair(n=3, size=32)
     ours = ip.ssim_mean(pred, target)
-    ref = np.mean([
-        structural_similarity(target[i, 0].numpy(), pred[i, 0].numpy(), data_range=1.0,
-                              gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
-        for i in range(3)
-    ])  # fmt: skip
+    ref = np.mean([structural_similarity(target[i, 0].numpy(), pred[i, 0].numpy(), data_range=1.0,
+                                         gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False) for i in range(3)])
     assert ours == pytest.approx(ref, abs=0.02)
 
 
@@ -136,31 +140,124 @@ def test_discriminator_gives_one_logit_per_patch():
     assert d(torch.rand(2, 1, 28, 28), torch.rand(2, 1, 28, 28)).shape == (2, 1, 7, 7)
 
 
-def test_fit_inpainter_learns_and_is_cached(tmp_cache):
-    gen = torch.Generator().manual_seed(0)
-    # easy data: horizontal stripes with a random phase — the hole is predictable from its border
-    phase = torch.randint(0, 4, (64,), generator=gen)
-    rows = torch.arange(16)
-    images = ((rows[None, :] + phase[:, None]) % 4 < 2).float()[:, None, :, None].expand(64, 1, 16, 16).contiguous()
-    bank, _ = ip.make_masks(32, 16, seed=9)
+def _stripes(n: int = 64, size: int = 16) -> torch.Tensor:
+    """Horizontal stripes with a random phase: a hole is predictable from its border."""
+    phase = torch.randint(0, 4, (n,), generator=torch.Generator().manual_seed(0))
+    rows = ((torch.arange(size)[None, :] + phase[:, None]) % 4 < 2).float()
+    return rows[:, None, :, None].expand(n, 1, size, size).contiguous()
+
+
+def test_cached_unet_learns_caches_and_fine_tunes(tmp_cache, one_thread):
+    images, (bank, _) = _stripes(), ip.make_masks(32, 16, seed=9)
     cfg = ip.UNetConfig(in_ch=2, out_ch=1, width=4, dilations=(2,))
-    args = dict(key={"data": "stripes"}, images=images, mask_bank=bank, cfg=cfg, steps=60, batch=16, lr=1e-2, seed=0)
-    net, extras, hit = ip.fit_inpainter(**args)
-    assert not hit and np.mean(extras["l1"][-10:]) < np.mean(extras["l1"][:5])
-    again, extras2, hit2 = ip.fit_inpainter(**args)
-    assert hit2 and extras2 == extras
+    run = {"steps": 60, "batch": 16, "lr": 1e-2, "seed": 0}
+
+    def train(net):
+        return ip.train_inpainter(net, images, bank, **run)
+
+    net, curves, hit = ip.cached_unet("stripes", {"data": "stripes", **run}, cfg, train)
+    assert not hit and np.mean(curves["loss"][-10:]) < 0.5 * np.mean(curves["loss"][:5])
+    again, curves2, hit2 = ip.cached_unet("stripes", {"data": "stripes", **run}, cfg, train)
+    assert hit2 and curves2 == curves
     for a, b in zip(net.state_dict().values(), again.state_dict().values()):
         assert torch.equal(a, b)
-    adv, extras3, hit3 = ip.fit_inpainter(**{**args, "steps": 5}, init=net, adv_weight=0.1, disc_width=4)
-    assert not hit3 and len(extras3["adv_d"]) == 5
+    adv = {"steps": 5, "batch": 16, "lr": 1e-3, "seed": 1, "adv_weight": 0.1}
+    tuned, curves3, hit3 = ip.cached_unet(
+        "stripes", {"data": "stripes", **adv, "init": run}, cfg, init=net,
+        train=lambda m: ip.train_inpainter(m, images, bank, **adv,
+                                           disc=ip.PatchDiscriminator(2, 4)))
+    assert not hit3 and len(curves3["d_loss"]) == 5 and len(curves3["l1"]) == 5
+    assert not torch.equal(tuned.head.weight, net.head.weight)  # it started from net and moved
 
 
-def test_denoiser_and_classical_denoisers_reduce_noise(tmp_cache):
+def test_adversarial_steps_match_a_hand_computation(one_thread):
+    """Fine-tune steps by hand: D on real vs composite (hole patches), then G on L1 + λ·(-log D)."""
+    torch.manual_seed(0)
+    images, (bank, _) = torch.rand(8, 1, 16, 16), ip.make_masks(8, 16, seed=2)
+    net, disc = ip.UNet(ip.UNetConfig(2, 1, 4, (2,))), ip.PatchDiscriminator(2, 4)
+    net2, disc2 = ip.UNet(net.cfg), ip.PatchDiscriminator(2, 4)
+    net2.load_state_dict(net.state_dict()), disc2.load_state_dict(disc.state_dict())
+    lr, lam, batch, steps = 1e-2, 0.5, 4, 2
+    start = net.head.weight.detach().clone()
+    ip.train_inpainter(net, images, bank, steps, batch, lr, seed=3, disc=disc, adv_weight=lam)
+
+    gen = torch.Generator().manual_seed(3)  # the same draws, by hand
+    opt_d = torch.optim.Adam(disc2.parameters(), lr=lr, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(net2.parameters(), lr=lr, betas=(0.5, 0.999))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, max_lr=lr, total_steps=steps, pct_start=0.15)
+    net2.train()
+    for _ in range(steps):
+        x = images[torch.randint(8, (batch,), generator=gen)]
+        m = bank[torch.randint(8, (batch,), generator=gen)]
+        flip = torch.rand(batch, generator=gen) < 0.5
+        m = torch.where(flip[:, None, None, None], m.flip(-1), m)
+        fake = ip.composite(net2, x, m)
+        w = F.max_pool2d(m, 4)  # 16x16 -> 4x4 patches: 1 where a patch touches the hole
+        d_fake = (F.softplus(disc2(fake.detach(), m)) * w).sum() / w.sum()  # -log(1 - D), holes
+        d_loss = F.softplus(-disc2(x, m)).mean() + d_fake  # -log D(x), every patch
+        opt_d.zero_grad(), d_loss.backward(), opt_d.step()
+        g_adv = (F.softplus(-disc2(fake, m)) * w).sum() / w.sum()  # -log D(x_hat) through the new D
+        g_loss = ((fake - x).abs() * m).sum() / m.sum() + lam * g_adv
+        opt_g.zero_grad(), g_loss.backward(), opt_g.step(), sched.step()
+    moved = [*net.parameters(), *disc.parameters()]
+    for a, b in zip(moved, [*net2.parameters(), *disc2.parameters()], strict=True):
+        assert torch.allclose(a, b, atol=1e-6, rtol=0)
+    assert (net.head.weight - start).abs().max() > 1e-3  # the steps were not trivially small
+
+
+def test_notebook_shows_the_lesson_it_runs():
+    path = Path(__file__).resolve().parents[1] / "notebooks" / "08_inpainting.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+    for fn in ("masked_l1", "train_inpainter", "denoise"):
+        assert any(f"show_source(ip.{fn})" in c for c in code)
+    runs = "\n".join(c for c in code if "show_source" not in c)
+    assert "ip.train_inpainter(" in runs and "ip.denoise(" in runs
+    assert "masked_l1(fake, x, m)" in inspect.getsource(ip.train_inpainter)  # the shown loss
+
+
+def test_residual_denoiser_formula_and_training(tmp_cache, one_thread):
     x = torch.linspace(0, 1, 16).expand(2, 1, 16, 16).contiguous()
     noisy = ip.add_noise(x, 0.2, seed=0)
     assert torch.equal(noisy, ip.add_noise(x, 0.2, seed=0))
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(noisy - x, 0.2 * eps)
     base = ip.psnr_pooled(noisy, x)
     for method, strength in (("tv", 0.1), ("nlm", 1.0)):
         assert ip.psnr_pooled(ip.classical_denoise(noisy, method, strength, 0.2), x) > base + 2
-    net, extras, hit = ip.fit_denoiser({"data": "ramp"}, x, ip.UNetConfig(1, 1, 4, (2,)), 0.2, 3, 2, 1e-3, 0)
-    assert not hit and len(extras["mse"]) == 3
+    # the residual formula by hand: y - net(y), clipped
+    net = ip.UNet(ip.UNetConfig(1, 1, 4, (2,))).eval()
+    y = torch.rand(2, 1, 12, 12) * 1.4 - 0.2
+    with torch.no_grad():
+        assert torch.allclose(ip.denoise(net, y), (y - net(y)).clamp(0, 1))
+    # trained briefly on smooth ramps, it beats the noisy input clearly
+    gen = torch.Generator().manual_seed(1)
+    slopes = torch.rand(64, 1, 1, 1, generator=gen)
+    ramps = (slopes * torch.linspace(0, 1, 16)).expand(64, 1, 16, 16).contiguous()
+    torch.manual_seed(0)
+    net = ip.UNet(ip.UNetConfig(1, 1, 8, (2,)))
+    ip.train_denoiser(net, ramps[:48], 0.2, steps=80, batch=16, lr=1e-2, seed=0)
+    test, test_noisy = ramps[48:], ip.add_noise(ramps[48:], 0.2, seed=5)
+    with torch.no_grad():
+        denoised = ip.denoise(net, test_noisy)
+    assert ip.psnr_pooled(denoised, test) > ip.psnr_pooled(test_noisy, test) + 3
+
+
+def test_gpu_profile_builds_and_steps_on_cpu(one_thread):
+    params = notebook_parameters("08_inpainting")
+    gpu, width = params["SIZES"]["gpu"], params["width"]
+    bank, _ = ip.make_masks(4, 28, seed=0)
+    inpainter = ip.UNet(ip.UNetConfig(2, 1, width))
+    ip.train_inpainter(inpainter, torch.rand(4, 1, 28, 28), bank, 2, 2, params["lr"], 0)
+    ip.train_inpainter(inpainter, torch.rand(4, 1, 28, 28), bank, 2, 2, params["adv_lr"], 1,
+                       disc=ip.PatchDiscriminator(2, 32), adv_weight=params["adv_weight"])
+    ip.train_denoiser(ip.UNet(ip.UNetConfig(1, 1, width)), torch.rand(4, 1, 28, 28),
+                      params["noise_sigma"], 2, 2, params["lr"], 0)
+    photo_net = ip.UNet(ip.UNetConfig(4, 3, width))
+    photo_bank, _ = ip.make_masks(4, 32, seed=0)
+    ip.train_inpainter(photo_net, torch.rand(4, 3, 32, 32), photo_bank, 2, 2, params["lr"], 0)
+    crop = torch.rand(1, 3, gpu["photo_crop"], gpu["photo_crop"])
+    hole = ip.free_form_mask(gpu["photo_crop"], np.random.default_rng(0))
+    hole = torch.from_numpy(hole)[None, None]
+    out = ip.batched(lambda a, b: ip.inpaint(photo_net, a, b), crop, hole)
+    assert out.shape == crop.shape and torch.equal(out * (1 - hole), crop * (1 - hole))

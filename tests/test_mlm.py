@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import notebook_parameters
 
 from aigc_utils import mlm
+from aigc_utils.core.results import evaluate_bar
+from aigc_utils.core.train import warmup_cosine
+
+STEM = "04_self_supervised_mlm"
 
 TEXTS = [
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in want of a wife.",
     "Emma Woodhouse, handsome, clever, and rich, with a comfortable home and happy disposition, seemed to unite some of the best blessings of existence.",
     "The family of Dashwood had long been settled in Sussex.",
     "Sir Walter Elliot, of Kellynch Hall, in Somersetshire, was a man who, for his own amusement, never took up any book but the Baronetage.",
-] * 20  # fmt: skip
+] * 20
 
 
 @pytest.fixture(scope="module")
@@ -31,14 +38,14 @@ def blocks(tokenizer):
 
 def test_split_by_chapter_never_shares_a_chapter():
     novels = {"a": "\n".join(f"CHAPTER {i}\n\nText of chapter {i}. Another sentence." for i in range(1, 21)),
-              "b": "Front matter.\n\nChapter I\n\nOnly one."}  # fmt: skip
+              "b": "Front matter.\n\nChapter I\n\nOnly one."}
     chapters = mlm.split_chapters(novels)
     assert len(chapters) == 21 and all("CHAPTER" not in c.text for c in chapters)
     train, held = mlm.train_heldout_split(chapters, every=8)
     assert {(c.novel, c.index) for c in train}.isdisjoint({(c.novel, c.index) for c in held})
     assert len(held) == 3 and len(train) + len(held) == len(chapters)
     assert mlm.split_sentences("Mr. Darcy came. She said \"No!\" Then left?  Yes.", min_words=1) == [
-        "Mr. Darcy came.", 'She said "No!"', "Then left?", "Yes."]  # fmt: skip
+        "Mr. Darcy came.", 'She said "No!"', "Then left?", "Yes."]
 
 
 def test_tokenizer_is_bert_style(tokenizer, blocks):
@@ -70,7 +77,7 @@ def test_tokenizer_is_identical_in_every_run():
     run, and with canonical ids a retrain gives the same tokenizer. (On a tiny corpus with a small vocabulary the
     last merges tie on alphabet-only pairs and even the set can differ, so the test uses the chapter's setting.)
     """
-    from aigc_utils.assets import austen_novels
+    from aigc_utils.core.assets import austen_novels
 
     train, _ = mlm.train_heldout_split(mlm.split_chapters(austen_novels()), every=8)
     sentences = [s for c in train for s in mlm.split_sentences(c.text)]
@@ -82,7 +89,7 @@ def test_tokenizer_is_identical_in_every_run():
 
 def _special(tokenizer, rows: torch.Tensor) -> torch.Tensor:
     return torch.tensor([tokenizer.get_special_tokens_mask(r, already_has_special_tokens=True) for r in rows.tolist()],
-                        dtype=torch.bool)  # fmt: skip
+                        dtype=torch.bool)
 
 
 def test_hand_masking_is_identical_to_collator_with_the_same_generator(tokenizer, blocks):
@@ -93,7 +100,7 @@ def test_hand_masking_is_identical_to_collator_with_the_same_generator(tokenizer
     batch = collator([{"input_ids": r} for r in blocks.tolist()])
     gen = torch.Generator().manual_seed(7)
     inputs, labels = mlm.bert_mask(blocks, _special(tokenizer, blocks), len(tokenizer), tokenizer.mask_token_id,
-                                   generator=gen)  # fmt: skip
+                                   generator=gen)
     assert torch.equal(inputs, batch["input_ids"]) and torch.equal(labels, batch["labels"])
 
 
@@ -135,22 +142,61 @@ def test_masked_only_logits_give_the_library_loss(tokenizer, blocks):
     assert math.isclose(ours.item(), theirs.item(), rel_tol=1e-5)
 
 
-def test_pretraining_learns_and_evaluation_is_sane(tokenizer, blocks):
+def _unigram(rows: torch.Tensor) -> int:
+    counts = torch.bincount(rows.flatten())
+    counts[: len(mlm.SPECIAL_TOKENS)] = 0
+    return int(counts.argmax())
+
+
+def test_pretraining_learns_on_the_shared_schedule(tokenizer, blocks):
     from transformers import BertForMaskedLM
 
     torch.manual_seed(0)
     model = BertForMaskedLM(mlm.tiny_bert_config(len(tokenizer), hidden=32, layers=1, heads=2, seq_len=16))
-    unigram = mlm.most_frequent_token(blocks)
+    unigram = _unigram(blocks)
     before = mlm.evaluate_mlm(model, blocks, tokenizer, unigram)
-    losses, snap = mlm.pretrain(model, blocks, tokenizer, mlm.MLM, steps=60, batch_size=32, lr=3e-3, warmup=5,
-                                snapshot_at=30)
-    assert len(losses) == 60 and set(snap) == set(model.state_dict())
+    history, snap = mlm.pretrain(model, blocks, tokenizer, mlm.MLM, steps=60, batch_size=32, lr=3e-3,
+                                 warmup=5, snapshot_at=60)
+    losses = history["loss"]
     after = mlm.evaluate_mlm(model, blocks, tokenizer, unigram)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
     assert after["perplexity"] < before["perplexity"] and after["accuracy"] > before["accuracy"]
-    assert 0 < after["unigram_accuracy"] < 1
-    top = mlm.fill_mask(model, tokenizer, "it is a [MASK] universally acknowledged.")
-    assert len(top) == 1 and len(top[0][1]) == 5
+    # the snapshot after the last step is the final model (an off-by-one in on_step would miss it)
+    assert all(torch.equal(snap[k], v) for k, v in model.state_dict().items())
+    # AdamW's learning rate follows the shared warm-up + cosine schedule down to 10%
+    expected = [3e-3 * warmup_cosine(i, 5, 60, floor=0.1) for i in range(60)]
+    assert np.allclose(history["lr"], expected)
+
+
+def test_evaluation_counts_by_hand(tokenizer, blocks):
+    """Accuracy, perplexity and the unigram baseline against a direct computation on the same masks."""
+    from transformers import BertForMaskedLM
+
+    torch.manual_seed(0)
+    model = BertForMaskedLM(mlm.tiny_bert_config(len(tokenizer), hidden=32, layers=1, heads=2, seq_len=16))
+    unigram = _unigram(blocks)
+    got = mlm.evaluate_mlm(model, blocks, tokenizer, unigram, seed=5, batch_size=len(blocks))
+    inputs, labels = mlm.corrupt(blocks, tokenizer, mlm.MLM, torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        logits = model(input_ids=inputs, attention_mask=(blocks != tokenizer.pad_token_id).long()).logits
+    keep = labels != mlm.IGNORE_INDEX
+    nll = torch.nn.functional.cross_entropy(logits[keep], labels[keep])
+    assert got["n"] == int(keep.sum())
+    correct = int((logits[keep].argmax(-1) == labels[keep]).sum())
+    assert round(got["accuracy"] * got["n"]) == correct
+    assert math.isclose(got["perplexity"], math.exp(nll.item()), rel_tol=1e-4)
+    assert round(got["unigram_accuracy"] * got["n"]) == int((labels[keep] == unigram).sum()) > 0
+
+
+def test_weight_decay_spares_embeddings_and_norms():
+    from transformers import BertForMaskedLM
+
+    model = BertForMaskedLM(mlm.tiny_bert_config(100, hidden=32, layers=1, heads=2, seq_len=16))
+    decayed = {n for n, p in model.named_parameters() if mlm.no_embedding_decay(n, p)}
+    assert "bert.encoder.layer.0.attention.self.query.weight" in decayed
+    assert "bert.embeddings.word_embeddings.weight" not in decayed
+    assert "bert.embeddings.position_embeddings.weight" not in decayed
+    assert not any("LayerNorm" in n or n.endswith("bias") for n in decayed)
 
 
 def test_order_task_is_balanced_and_bag_of_words_blind():
@@ -163,17 +209,83 @@ def test_order_task_is_balanced_and_bag_of_words_blind():
         assert (text == original) == bool(label)  # a shuffled sentence has the same bag of words
 
 
-def test_classifier_and_probe_shapes(tokenizer):
+def test_classifier_pooling_finetuning_and_probe(tokenizer):
     from transformers import BertModel
 
     torch.manual_seed(0)
     encoder = BertModel(mlm.tiny_bert_config(len(tokenizer), hidden=32, layers=1, heads=2, seq_len=64),
-                        add_pooling_layer=False)  # fmt: skip
+                        add_pooling_layer=False)
     clf = mlm.SentenceClassifier(encoder)
     data = mlm.encode(tokenizer, TEXTS[:8], max_len=64)
-    assert clf(**data).shape == (8, 2)
     assert torch.allclose(clf(**data), torch.zeros(8, 2))  # the zero-initialised head starts neutral
-    losses = mlm.finetune(clf, data, torch.tensor([0, 1] * 4), steps=5, lr_body=1e-3, lr_head=1e-2, batch_size=8)
-    assert len(losses) == 5 and mlm.predict(clf, data).shape == (8,)
+    # embed = mean of the hidden states over real tokens, concatenated layer by layer
     feats = mlm.embed(encoder, data, layers=(-1, 0))
-    assert feats.shape == (8, 64)
+    with torch.no_grad():
+        states = encoder(**data, output_hidden_states=True).hidden_states
+    m = data["attention_mask"].unsqueeze(-1).float()
+    hand = torch.cat([(states[i] * m).sum(1) / m.sum(1) for i in (-1, 0)], -1)
+    assert np.allclose(feats, hand.numpy(), atol=1e-5)
+    # four distinct sentences, two classes: fine-tuning must fit them, and predict is the argmax
+    labels = torch.tensor([0, 1, 1, 0] * 2)
+    history = mlm.finetune(clf, data, labels, steps=40, lr_body=1e-3, lr_head=1e-2, batch_size=8)
+    assert history["loss"][-1] < 0.1 < history["loss"][0]
+    assert torch.equal(mlm.predict(clf, data), labels)
+    with torch.no_grad():
+        assert torch.equal(mlm.predict(clf, data, batch_size=3), clf(**data).argmax(-1))
+    # constant learning rate after a 10% warm-up (the shared schedule with floor 1)
+    assert history["lr"][:5] == pytest.approx([1e-3 * i / 4 for i in range(4)] + [1e-3])
+    assert set(history["lr"][4:]) == {1e-3}
+
+
+def test_probes_separate_what_they_can_see():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 5))
+    y = (x[:, 0] > 0).astype(int)
+    assert mlm.linear_probe(x[:100], y[:100], x[100:], y[100:]) >= 0.95
+    words = ["apple pear plum", "stone rock sand"]
+    texts = [f"{words[i % 2]} {i}" for i in range(40)]
+    y = np.array([i % 2 for i in range(40)])
+    assert mlm.bag_of_words_accuracy(texts[:20], y[:20], texts[20:], y[20:]) == 1.0
+
+
+def test_bag_of_words_is_blind_to_order():
+    """On the order task a bag-of-words classifier is at chance within the notebook's bar."""
+    sentences = [f"w{i} the cat sat on a mat near {i % 7} dogs and {i % 11} birds" for i in range(2000)]
+    texts, y = mlm.order_task(sentences, 800, window=0, seed=0)
+    acc = mlm.bag_of_words_accuracy(texts[:400], y[:400], texts[400:], y[400:])
+    bar = "abs(fewshot_acc_bow - 0.5) <= 3 * math.sqrt(0.25 / n_test)"
+    assert evaluate_bar(bar, {"fewshot_acc_bow": acc, "n_test": 400})
+    assert not evaluate_bar(bar, {"fewshot_acc_bow": 0.6, "n_test": 400})  # the bar can fail
+    params = notebook_parameters(STEM)
+    assert all(bar in params["BARS"][p] for p in ("smoke", "cpu", "gpu"))
+
+
+def test_the_page_shows_the_functions_the_notebook_runs():
+    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{STEM}.ipynb"
+    cells = json.loads(path.read_text())["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "show_source(mlm.bert_mask)" in code and "mlm.bert_mask(" in code
+    assert "show_source(mlm.masked_lm_logits, mlm.pretrain)" in code and "mlm.pretrain(" in code
+    assert "mlm.evaluate_mlm(" in code  # which calls masked_lm_logits through masked_batch
+
+
+def test_gpu_profile_builds_and_takes_a_step(tokenizer, one_thread):
+    """The gpu sizes from the notebook's parameters cell, one optimisation step each on the CPU."""
+    from transformers import BertForMaskedLM
+
+    params = notebook_parameters(STEM)
+    cfg = params["SIZES"]["gpu"]
+    config = mlm.tiny_bert_config(params["vocab_size"], cfg["hidden"], cfg["layers"], cfg["heads"],
+                                  cfg["seq_len"])
+    torch.manual_seed(0)
+    model = BertForMaskedLM(config)
+    rows = mlm.sentence_rows(tokenizer, TEXTS[:8], cfg["seq_len"])
+    history, _ = mlm.pretrain(model, rows, tokenizer, mlm.MLM, steps=1, batch_size=2, lr=cfg["lr"],
+                              warmup=1)
+    assert math.isfinite(history["loss"][0])
+    ft = params["FINETUNE"]
+    clf = mlm.SentenceClassifier(model.bert)
+    data = mlm.encode(tokenizer, TEXTS[:2], cfg["seq_len"])
+    history = mlm.finetune(clf, data, torch.tensor([0, 1]), steps=1, lr_body=ft["lr_body"]["pretrained"],
+                           lr_head=ft["lr_head"], batch_size=2)
+    assert math.isfinite(history["loss"][0])

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from aigc_utils import results
+from aigc_utils.core import results
 
 
 def test_record_writes_metrics_and_bars(tmp_path, monkeypatch, capsys):

@@ -1,6 +1,7 @@
 """The runner on tiny notebooks: metrics files, failures named by cell, raises-exception honoured."""
 
 import json
+import sys
 from pathlib import Path
 
 import nbformat
@@ -25,8 +26,8 @@ def _notebook(path: Path, cells: list[tuple[str, list[str]]]) -> Path:
 
 PARAMS = ("profile = None\nseed = 0", ["parameters"])
 RESULTS = (
-    "from aigc_utils.results import record_results\n"
-    "from aigc_utils.profiles import resolve_profile\n"
+    "from aigc_utils.core.results import record_results\n"
+    "from aigc_utils.core.profiles import resolve_profile\n"
     "P = resolve_profile(profile)\n"
     "record_results('98_tiny', {'answer': 42, 'seed_seen': seed}, ['answer == 42'], P.name, 'cpu')",
     [],
@@ -97,7 +98,12 @@ def test_check_executed_flags_unexecuted_and_errors(workdir):
     nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("1/0", [])])
     runner.execute_notebook(nb, "smoke")
     problems = runner.check_executed([nb])
-    assert any("never executed" in p for p in problems) or any("error output" in p for p in problems)
+    # cell 1 of the executed copy is papermill's injected parameters, cell 2 the failing one
+    assert problems == [f"{runner.EXECUTED / '98_tiny.ipynb'}: cell 2 has an error output"]
+    executed = nbformat.read(runner.EXECUTED / "98_tiny.ipynb", as_version=4)
+    executed.cells[0].execution_count = None
+    nbformat.write(executed, runner.EXECUTED / "98_tiny.ipynb")
+    assert f"{runner.EXECUTED / '98_tiny.ipynb'}: cell 0 was never executed" in runner.check_executed([nb])
 
 
 def test_external_loads_detected(tmp_path):
@@ -120,10 +126,36 @@ def test_progress_bars_become_their_final_text(workdir):
 
 
 def test_pin_keeps_only_checked_outputs_with_a_count(workdir):
-    checked = ("# NBVAL_CHECK_OUTPUT\nprint(6 * 7)", [])
+    checked = ("print(6 * 7)", ["nbval-check-output"])
     nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, checked, ("print('noise')", []), RESULTS])
     assert runner.execute_notebook(nb, "smoke").ok
     runner.pin_outputs(nb)
     pinned = nbformat.read(nb, as_version=4)
     assert pinned.cells[1].outputs[0]["text"] == "42\n" and pinned.cells[1].execution_count is not None
     assert pinned.cells[2].outputs == [] and pinned.cells[2].execution_count is None
+
+
+def test_kernel_that_cannot_start_is_one_line(workdir, monkeypatch):
+    # a kernel spec whose process never connects: the runner gives up after the start-up timeout
+    spec = workdir / "jupyter" / "kernels" / "python3"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({"argv": ["sleep", "30"], "display_name": "stuck", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(workdir / "jupyter"))
+    monkeypatch.setattr(runner, "KERNEL_STARTUP_S", 3)
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, RESULTS])
+    result = runner.execute_notebook(nb, "smoke")
+    assert not result.ok
+    assert result.message.count("\n") == 0
+    assert "98_tiny.ipynb" in result.message and "kernel did not start within 3 s" in result.message
+
+
+def test_tracebacks_fold_to_their_last_line(workdir):
+    nb = _notebook(workdir / "notebooks" / "98_tiny.ipynb", [PARAMS, ("import json\njson.loads('{')", ["raises-exception"]), RESULTS])
+    assert runner.execute_notebook(nb, "smoke").ok
+    executed = nbformat.read(workdir / "_build/executed/notebooks/98_tiny.ipynb", as_version=4)
+    runner.fold_tracebacks(executed)
+    (out,) = executed.cells[2].outputs
+    body = out["data"]["text/html"]
+    assert body.startswith('<details class="aigc-traceback"><summary><code>JSONDecodeError: Expecting')
+    assert "site-packages" not in body or "…/site-packages/" in body
+    assert sys.prefix not in body and "\x1b" not in body

@@ -1,22 +1,27 @@
-"""Chapter 03's offline GAN metrics: FID against the closed form, IS against torchmetrics, coverage."""
+"""Chapter 03's offline GAN metrics: FID against the closed form, IS against torchmetrics, coverage,
+and the classifier's training against the hand-written loop it replaced."""
 
 from __future__ import annotations
 
-import math
+import copy
 
 import pytest
 import torch
 from torch import nn
 
-from aigc_utils.gan_eval import (
+from aigc_utils.core.metrics import (
+    ClassifierFeatures,
     ClassifierFID,
     FashionCNN,
-    FeatureExtractor,
+    class_counts,
     class_coverage,
     fashion_classifier,
     frechet_distance_gaussians,
     inception_score,
+    predict_logits,
+    train_classifier,
 )
+from aigc_utils.core.train import warmup_cosine_scheduler
 
 
 class Identity(nn.Module):
@@ -36,7 +41,8 @@ def test_closed_form_on_commuting_covariances():
     a, b = torch.tensor([1.0, 4.0, 9.0]), torch.tensor([4.0, 1.0, 1.0])
     mu1, mu2 = torch.zeros(3), torch.tensor([1.0, 2.0, 0.0])
     want = 5.0 + float(((a.sqrt() - b.sqrt()) ** 2).sum())
-    assert frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b)) == pytest.approx(want, abs=1e-9)
+    got = frechet_distance_gaussians(mu1, torch.diag(a), mu2, torch.diag(b))
+    assert got == pytest.approx(want, abs=1e-9)
 
 
 def test_torchmetrics_fid_on_two_gaussians_matches_closed_form():
@@ -44,7 +50,8 @@ def test_torchmetrics_fid_on_two_gaussians_matches_closed_form():
     d, n = 4, 40_000
     mu1, mu2 = torch.zeros(d), torch.tensor([1.0, -1.0, 0.5, 0.0])
     # a non-diagonal covariance for the second Gaussian: Σ2 = A Aᵀ
-    A = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 1.5, 0.0, 0.0], [0.0, 0.3, 0.8, 0.0], [0.2, 0.0, 0.4, 2.0]])
+    A = torch.tensor([[1.0, 0.0, 0.0, 0.0], [0.5, 1.5, 0.0, 0.0],
+                      [0.0, 0.3, 0.8, 0.0], [0.2, 0.0, 0.4, 2.0]])
     sigma1, sigma2 = torch.eye(d), A @ A.T
     x1 = mu1 + torch.randn(n, d, generator=gen)
     x2 = mu2 + torch.randn(n, d, generator=gen) @ A.T
@@ -72,6 +79,7 @@ def test_inception_score_extremes_and_torchmetrics_parity():
 
 def test_class_coverage_counts_classes_above_threshold():
     pred = torch.cat([torch.full((90,), 0), torch.arange(10)])  # class 0: 91 %, the rest 1 % each
+    assert class_counts(pred).tolist() == [91] + [1] * 9
     assert class_coverage(pred) == 1
     assert class_coverage(torch.arange(1000) % 10) == 10
     assert class_coverage(pred, min_fraction=0.01) == 10
@@ -85,13 +93,56 @@ def test_classifier_trains_caches_and_feeds_fid(tmp_cache):
     x[y == 0, :, :14] += 0.6
     x[y == 1, :, 14:] += 0.6
     train, test = (x[:384], y[:384]), (x[384:], y[384:])
-    model, acc, hit = fashion_classifier(train, test, epochs=1, batch_size=64, channels=(4, 8), num_features=16)
+    kwargs = {"epochs": 1, "batch_size": 64, "channels": (4, 8), "num_features": 16}
+    model, acc, hit = fashion_classifier(train, test, **kwargs)
     assert not hit and acc > 0.9 and isinstance(model, FashionCNN)
-    again, acc2, hit2 = fashion_classifier(train, test, epochs=1, batch_size=64, channels=(4, 8), num_features=16)
+    assert acc == (predict_logits(model, test[0], batch_size=7).argmax(1) == test[1]).float().mean()
+    again, acc2, hit2 = fashion_classifier(train, test, **kwargs)
     assert hit2 and acc2 == acc
     for p, q in zip(model.parameters(), again.parameters()):
         assert torch.equal(p, q)
-    fid = ClassifierFID(FeatureExtractor(model), test[0])
+    fid = ClassifierFID(ClassifierFeatures(model), test[0])
     assert fid(test[0]) == pytest.approx(0.0, abs=1e-4)
     assert fid(torch.rand(128, 1, 28, 28, generator=gen)) > fid(train[0][:128])
-    assert math.isfinite(fid(train[0]))
+
+
+def test_cosine_schedule_without_warmup_is_cosine_annealing():
+    # the classifier's schedule, warmup_cosine with no warm-up, is torch's CosineAnnealingLR
+    w = torch.nn.Parameter(torch.zeros(1))
+    ours, ref = torch.optim.Adam([w], lr=2e-3), torch.optim.Adam([w], lr=2e-3)
+    total = 37
+    schedules = (warmup_cosine_scheduler(ours, 0, total),
+                 torch.optim.lr_scheduler.CosineAnnealingLR(ref, total))
+    for _ in range(total):
+        lr, want = ours.param_groups[0]["lr"], ref.param_groups[0]["lr"]
+        assert lr == pytest.approx(want, rel=1e-12, abs=1e-18)
+        for opt, sched in zip((ours, ref), schedules):
+            opt.step()
+            sched.step()
+
+
+def test_train_classifier_is_the_per_epoch_loop_it_replaced(one_thread):
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(50, 1, 28, 28, generator=gen), torch.randint(0, 10, (50,), generator=gen)
+    torch.manual_seed(0)
+    model = FashionCNN((4, 8), 16)
+    ref = copy.deepcopy(model)
+    history = train_classifier(model, x, y, epochs=2, batch_size=16, lr=1e-2, seed=3,
+                               progress=False)
+    order_gen = torch.Generator().manual_seed(3)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=8)  # 2 epochs × ceil(50 / 16)
+    losses = []
+    for _ in range(2):
+        order = torch.randperm(50, generator=order_gen)
+        for i in range(0, 50, 16):
+            idx = order[i : i + 16]
+            loss = torch.nn.functional.cross_entropy(ref(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            losses.append(loss.item())
+    assert history["loss"] == pytest.approx(losses, rel=1e-5)
+    for p, q in zip(model.parameters(), ref.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)

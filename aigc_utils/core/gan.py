@@ -1,0 +1,107 @@
+r"""The GAN objective and the discriminator/generator step, once for the whole book (chapters 02, 03, 08, 09).
+
+Goodfellow et al. (2014) define the two-player game
+
+$$\min_G \max_D V(D, G) = \mathbb{E}_{x\sim p_\text{data}}[\log D(x)] + \mathbb{E}_{z\sim p_z}[\log(1 - D(G(z)))].$$
+
+Every function here takes discriminator *logits* $\ell$ with $D = \sigma(\ell)$, and uses
+$-\log\sigma(\ell) = \operatorname{softplus}(-\ell)$ and $-\log(1-\sigma(\ell)) = \operatorname{softplus}(\ell)$,
+which stay finite where ``log(sigmoid(.))`` of a probability under- or overflows.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from .train import optimizer_step
+
+
+def _mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+    """Plain mean, or a weighted mean $\\sum w v / \\sum w$ (e.g. only the patches that touch a hole)."""
+    if weight is None:
+        return values.mean()
+    return (values * weight).sum() / weight.sum().clamp_min(1)
+
+
+def gan_value(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    r"""$V(D, G) = \mathbb{E}[\log D(x)] + \mathbb{E}[\log(1 - D(G(z)))]$ estimated from logits."""
+    return F.logsigmoid(real_logits).mean() + F.logsigmoid(-fake_logits).mean()
+
+
+def discriminator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, fake_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""What an optimizer *minimises* for $D$: $L_D = -V(D, G)$ (chapter 02, eq. D-loss).
+
+    $$L_D = -\mathbb{E}_x[\log D(x)] - \mathbb{E}_z[\log(1 - D(G(z)))]
+          = \operatorname{BCE}(\ell_\text{real}, 1) + \operatorname{BCE}(\ell_\text{fake}, 0).$$
+
+    ``fake_weight`` (same shape as ``fake_logits``) averages the fake term over chosen positions only.
+    """
+    return F.softplus(-real_logits).mean() + _mean(F.softplus(fake_logits), fake_weight)
+
+
+def generator_loss(
+    fake_logits: torch.Tensor, non_saturating: bool = True, fake_weight: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""What an optimizer minimises for $G$; only the fake term of $V$ depends on $G$.
+
+    Saturating (the minimax game): $L_G = \mathbb{E}_z[\log(1 - D(G(z)))]$, with
+    $\partial L_G/\partial\ell = -\sigma(\ell) = -D(G(z))$ — it vanishes when $D$ confidently rejects the
+    fakes, early in training. Non-saturating (Goodfellow et al. 2014, §3): $L_G = -\mathbb{E}_z[\log D(G(z))]$,
+    with $\partial L_G/\partial\ell = -(1 - D(G(z)))$ — largest exactly there. Same fixed point.
+    """
+    if non_saturating:
+        return _mean(F.softplus(-fake_logits), fake_weight)
+    return -_mean(F.softplus(fake_logits), fake_weight)
+
+
+def gan_step(
+    discriminate: Callable[[torch.Tensor], torch.Tensor],
+    real: torch.Tensor,
+    fake: torch.Tensor,
+    opt_d: torch.optim.Optimizer,
+    opt_g: torch.optim.Optimizer,
+    *,
+    non_saturating: bool = True,
+    fake_weight: torch.Tensor | None = None,
+    g_extra: torch.Tensor | None = None,
+    adv_weight: float = 1.0,
+    joint: bool = False,
+) -> dict[str, float]:
+    r"""One discriminator step, then one generator step through the *updated* discriminator.
+
+    1. $D \leftarrow D - \eta\nabla_D L_D$ on ``real`` and ``fake.detach()`` (no gradient flows into $G$);
+    2. $G \leftarrow G - \eta\nabla_G\,(\lambda L_G + L_\text{extra})$, with $D$'s weights frozen for this
+       backward pass (only the gradient with respect to $D$'s input is needed).
+
+    ``fake`` is $G(z)$ computed by the caller with its graph; ``g_extra`` adds a reconstruction loss
+    (chapter 08) and ``adv_weight`` is $\lambda$. ``joint=True`` scores real and fake in one forward pass
+    (for a discriminator without batch statistics). Returns the two losses and the mean $D(x)$, $D(G(z))$.
+    """
+    if joint:  # the outputs split in the inputs' proportion (a packed D scores several rows at once)
+        logits = discriminate(torch.cat([real, fake.detach()]))
+        n_real = len(logits) * len(real) // (len(real) + len(fake))
+        real_logits, fake_logits = logits[:n_real], logits[n_real:]
+    else:
+        real_logits, fake_logits = discriminate(real), discriminate(fake.detach())
+    d_loss = optimizer_step(opt_d, discriminator_loss(real_logits, fake_logits, fake_weight))
+    d_params = [p for group in opt_d.param_groups for p in group["params"]]
+    for p in d_params:
+        p.requires_grad_(False)
+    try:
+        adv = generator_loss(discriminate(fake), non_saturating, fake_weight)
+        total = adv_weight * adv + (g_extra if g_extra is not None else 0.0)
+        optimizer_step(opt_g, total)
+    finally:
+        for p in d_params:
+            p.requires_grad_(True)
+    return {
+        "d_loss": d_loss,
+        "g_loss": adv.item(),
+        "d_real": torch.sigmoid(real_logits.detach()).mean().item(),
+        "d_fake": torch.sigmoid(fake_logits.detach()).mean().item(),
+    }
