@@ -1,8 +1,4 @@
-r"""Chapter 01: a multilayer perceptron whose forward and backward passes are written by hand.
-
-Autograd is the oracle: :func:`gradient_check` compares the hand-written gradients with
-``torch.autograd`` in float64. The training loops run on :func:`aigc_utils.core.train.fit`.
-"""
+r"""Chapter 01: an MLP whose forward and backward passes are written by hand (autograd checks)."""
 
 from __future__ import annotations
 

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import shutil
 from pathlib import Path
 
 import nbformat
+import yaml
 
 from .core.assets import ASSETS, ONLINE_ONLY, ensure
 from .core.checkpoints import sha256_file
+from .core.results import _SAFE
 
 
 def vendor_static(static: Path) -> None:
@@ -74,70 +75,23 @@ def write_generated_pages(stage: Path, metrics: Path) -> None:
         nbformat.write(nb, nb_path)
 
 
-# Published numbers that serve as anchors on the dashboard, by chapter stem.
-ANCHORS: dict[str, list[str]] = {
-    "01_deep_learning_basics": [
-        "Xiao et al. 2017 (Fashion-MNIST benchmark): MLP classifiers 0.87–0.88 test accuracy; CNNs about 0.92.",
-    ],
-    "02_gan_math": [
-        "PacGAN (Lin et al. 2018) Table 1, 2D-ring (8 modes): GAN 6.3 modes / 98.2 % HQ; PacGAN2 7.9 / 95.6 %.",
-        "PacGAN Table 1, 2D-grid (25 modes): GAN 17.3 modes / 94.8 % HQ; PacGAN2 23.8 / 91.3 %; PacGAN4 24.8 / 93.6 %.",
-    ],
-    "03_image_gan": [
-        "Lucic et al. 2018 (Are GANs Created Equal?): best Inception-feature FID on MNIST roughly 7–10, on "
-        "Fashion-MNIST roughly 21–31 across GAN variants — a different feature space from this book's classifier "
-        "FID, so compare the normalised FID, not the raw number.",
-    ],
-    "04_self_supervised_mlm": [
-        "Devlin et al. 2019: BERT-base pretrained on 3.3 B words for 1 M steps; all-MiniLM-L6-v2 was trained on "
-        "over 1 B sentence pairs — the scale this chapter's few CPU minutes are compared against.",
-    ],
-    "05_transformer_decoder": [
-        "nanoGPT README (Karpathy 2023), Shakespeare characters: the 6-layer, 384-wide 'baby GPT' reaches "
-        "validation loss 1.47 nats/char in about 3 minutes on one A100; its CPU configuration (4 layers, "
-        "128 wide, 2,000 iterations) about 1.88. A character bigram model sits near 2.5.",
-    ],
-    "06_gpt2_finetuning": [
-        "GPT-2 paper (Radford et al. 2019) Table 3, smallest model zero-shot: WikiText-2 ppl 29.41, PTB 65.85. "
-        "The paper lists that model as 117 M parameters; the released `gpt2` checkpoint counts 124 M "
-        "(its token embedding, shared with the output layer, counted once).",
-        "Hugging Face run_clm example: gpt2 fine-tuned on WikiText-2 reaches perplexity about 20.",
-    ],
-    "07_style_transfer": [
-        "PyTorch Gatys tutorial: VGG19, content layer conv_4, style conv_1–conv_5, style weight 1e6, "
-        "content weight 1, 300 L-BFGS steps at 512 px (GPU) or 128 px (CPU).",
-    ],
-    "08_inpainting": [
-        "Pathak et al. 2016 Table 1 (Paris StreetView, centre hole): context encoder PSNR 18.58 dB on 128×128 "
-        "photographs — natural scenes, so not directly comparable to 28×28 Fashion-MNIST.",
-    ],
-    "09_seed_errata": ["The source text's code blocks and formulas: every one must have a fix that runs and passes."],
-}
 _META = ("profile", "device", "seconds", "torch", "finished_at")
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
 
 
 _COMPARISON = re.compile(r"\s*(<=|>=|==|<|>)\s*")
 
 
 def bar_margins(bars: dict[str, bool], record: dict[str, object]) -> list[tuple[str, float, bool]]:
-    """For each bar ``lhs OP rhs``: ``(bar, margin, passed)``, the factor by which it is met (> 1) or missed.
-
-    Bars whose sides are zero or of different signs have no meaningful ratio and are left out.
-    """
+    """For each bar ``lhs OP rhs``: ``(bar, margin, passed)``, the factor by which it is met (> 1)
+    or missed; bars with a zero side or sides of different signs have no such ratio, so none."""
     numbers = {k: v for k, v in record.items() if isinstance(v, (int, float))}
+    namespace = {"__builtins__": {}, **_SAFE}  # the names a bar may use, as in core.results
     out = []
     for bar, ok in bars.items():
         parts = _COMPARISON.split(bar, maxsplit=1)
         if len(parts) != 3:
             continue
-        lhs, rhs = (float(eval(side, {"__builtins__": {}, "abs": abs, "min": min, "max": max, "math": math},
-                                numbers)) for side in (parts[0], parts[2]))  # noqa: S307 - our own bars
+        lhs, rhs = (float(eval(side, namespace, numbers)) for side in parts[::2])  # noqa: S307
         if lhs * rhs > 0:  # oriented so that > 1 is on the passing side
             out.append((bar, lhs / rhs if parts[1][0] in ">=" else rhs / lhs, ok))
     return out
@@ -174,9 +128,12 @@ def margin_figure(stem: str, margins: list[tuple[str, float, bool]], out: Path) 
     plt.close(fig)
 
 
-def dashboard_markdown(stems: list[str], titles: dict[str, str], metrics: Path, figures: Path | None = None) -> str:
-    """The dashboard: per chapter its run (profile, device, torch, date, seconds), metrics, bars and anchors."""
-    out: list[str] = []
+def dashboard_markdown(
+    stems: list[str], titles: dict[str, str], metrics: Path, figures: Path | None = None,
+    anchors: dict[str, list[str]] | None = None,
+) -> str:
+    """The dashboard: per chapter its run (profile, device, torch, date, seconds), metrics, bars
+    and the published anchors of ``book/anchors.yml``."""
     summary = ["| Chapter | Profile | Device | Seconds | Bars |", "|---|---|---|---|---|"]
     sections: list[str] = []
     for stem in stems:
@@ -201,16 +158,16 @@ def dashboard_markdown(stems: list[str], titles: dict[str, str], metrics: Path, 
             margin_figure(stem, margins, figures / f"{stem}.png")
             lines += [f"![How far each of {stem}'s quality bars is from failing]({figures.name}/{stem}.png)", ""]
         lines += ["| Metric | Value |", "|---|---|"]
-        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in record.items() if k not in _META]
+        shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items()}
+        lines += [f"| `{k}` | {v} |" for k, v in shown.items() if k not in _META]
         if bars:
             lines += ["", "| Quality bar | Outcome |", "|---|---|"]
             lines += [f"| `{bar}` | {'pass' if ok else '**FAILED**'} |" for bar, ok in bars.items()]
-        anchors = ANCHORS.get(stem, [])
-        if anchors:
-            lines += ["", "Published anchors:", ""] + [f"- {a}" for a in anchors]
+        published = (anchors or {}).get(stem, [])
+        if published:
+            lines += ["", "Published anchors:", ""] + [f"- {a}" for a in published]
         sections.append("\n".join(lines) + "\n")
-    out += ["## At a glance", "", *summary, "", "## By chapter", "", *sections]
-    return "\n".join(out)
+    return "\n".join(["## At a glance", "", *summary, "", "## By chapter", "", *sections])
 
 
 def notebook_title(path: Path) -> str:
@@ -229,5 +186,7 @@ def write_dashboard(stage: Path, metrics: Path) -> None:
     page = stage / "book" / "results.md"
     notebooks = sorted((stage / "notebooks").glob("*.ipynb"))
     titles = {p.stem: notebook_title(p) for p in notebooks}
-    table = dashboard_markdown([p.stem for p in notebooks], titles, metrics, stage / "book" / "dashboard")
+    anchors = yaml.safe_load((stage / "book" / "anchors.yml").read_text(encoding="utf-8"))
+    stems = [p.stem for p in notebooks]
+    table = dashboard_markdown(stems, titles, metrics, stage / "book" / "dashboard", anchors)
     page.write_text(page.read_text().replace("<!-- AIGC-DASHBOARD -->", table))

@@ -41,10 +41,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in args.notebooks:
                 runner.pin_outputs(runner.resolve_notebook(name))
             return 0
-    except (ProfileError, runner.RunnerError) as exc:
-        print(f"aigc-book: {exc}", file=sys.stderr)
-        return 2
-    except FileNotFoundError as exc:  # AssetMissing and friends carry their own fix
+    # AssetMissing, a FileNotFoundError, carries its own fix in its message
+    except (ProfileError, runner.RunnerError, FileNotFoundError) as exc:
         print(f"aigc-book: {exc}", file=sys.stderr)
         return 2
     return 0

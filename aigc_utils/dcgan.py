@@ -1,15 +1,7 @@
 r"""DCGAN on 28×28 images (Chapter 03): generator, discriminator, a conditional variant, training.
 
-The generator maps noise $z \sim \mathcal N(0, I)$ (and, when conditional, a class label $y$) to an
-image through transposed convolutions with batch norm (Radford et al. 2016):
-
-$$z \xrightarrow{\text{linear}} C_0\times 7\times 7 \xrightarrow{\text{ConvT}} C_1\times 14
-\times 14 \xrightarrow{\text{ConvT}} 1\times 28\times 28 \xrightarrow{\tanh} [-1, 1].$$
-
-The discriminator mirrors it with strided convolutions and LeakyReLU and returns a *logit*
-$\ell(x)$, so $D(x) = \sigma(\ell(x))$. The conditional variant feeds $G$ a learned label embedding
-beside $z$ and gives $D$ a projection term $\langle e(y), h(x)\rangle$ (Miyato & Koyama 2018). The
-losses and the training step are the book's one implementation in :mod:`aigc_utils.core.gan`.
+The conditional $G$ gets a learned label embedding beside $z$, the conditional $D$ a projection
+term $\langle e(y), h(x)\rangle$ (Miyato & Koyama 2018). The GAN step: :mod:`aigc_utils.core.gan`.
 """
 
 from __future__ import annotations
@@ -35,6 +27,11 @@ class DCGANConfig:
     image_channels: int = 1
     image_size: int = 28
 
+    @property
+    def base(self) -> int:
+        """Side of the coarsest feature map: the image side after two stride-2 steps (7 for 28)."""
+        return self.image_size // 4
+
 
 def _labels(y: torch.Tensor | None) -> torch.Tensor:
     if y is None:
@@ -49,18 +46,14 @@ class Generator(nn.Module):
         super().__init__()
         self.cfg = cfg
         c0, c1 = cfg.g_channels
-        self.base = cfg.image_size // 4
         self.embed = nn.Embedding(cfg.num_classes, cfg.z_dim) if cfg.num_classes else None
         in_dim = cfg.z_dim * (2 if cfg.num_classes else 1)
-        self.project = nn.Sequential(
-            nn.Linear(in_dim, c0 * self.base * self.base, bias=False),
-            nn.BatchNorm1d(c0 * self.base * self.base),
-            nn.ReLU(inplace=True),
-        )
+        flat = c0 * cfg.base * cfg.base
+        self.project = nn.Sequential(nn.Linear(in_dim, flat, bias=False), nn.BatchNorm1d(flat),
+                                     nn.ReLU(inplace=True))
         self.net = nn.Sequential(
             nn.ConvTranspose2d(c0, c1, 4, stride=2, padding=1, bias=False),  # 7 → 14
-            nn.BatchNorm2d(c1),
-            nn.ReLU(inplace=True),
+            nn.BatchNorm2d(c1), nn.ReLU(inplace=True),
             nn.ConvTranspose2d(c1, cfg.image_channels, 4, stride=2, padding=1),  # 14 → 28
             nn.Tanh(),
         )
@@ -69,7 +62,7 @@ class Generator(nn.Module):
         """``z`` (N, z_dim) and, if conditional, ``y`` (N,) → images (N, C, H, W) in [-1, 1]."""
         if self.embed is not None:
             z = torch.cat([z, self.embed(_labels(y))], dim=1)
-        h = self.project(z).view(z.shape[0], self.cfg.g_channels[0], self.base, self.base)
+        h = self.project(z).view(z.shape[0], self.cfg.g_channels[0], self.cfg.base, self.cfg.base)
         return self.net(h)
 
 
@@ -80,16 +73,13 @@ class Discriminator(nn.Module):
         super().__init__()
         self.cfg = cfg
         c0, c1 = cfg.d_channels
-        base = cfg.image_size // 4
         self.net = nn.Sequential(
             nn.Conv2d(cfg.image_channels, c0, 4, stride=2, padding=1),  # 28 → 14, no BN on input
             nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(c0, c1, 4, stride=2, padding=1, bias=False),  # 14 → 7
-            nn.BatchNorm2d(c1),
-            nn.LeakyReLU(0.2, inplace=True),
-            nn.Flatten(),
+            nn.BatchNorm2d(c1), nn.LeakyReLU(0.2, inplace=True), nn.Flatten(),
         )
-        feat = c1 * base * base
+        feat = c1 * cfg.base * cfg.base
         self.head = nn.Linear(feat, 1)
         self.embed = nn.Embedding(cfg.num_classes, feat) if cfg.num_classes else None
 
@@ -168,13 +158,11 @@ def train_dcgan(
 
 
 @torch.no_grad()
-def sample_images(
-    G: Generator, n: int, *, labels: torch.Tensor | None = None, z: torch.Tensor | None = None,
-    seed: int = 0, batch_size: int = 1000, device: torch.device | str = "cpu",
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``n`` images in [0, 1] (on the CPU) from $G$ in eval mode, from the given ``z`` or fresh
-    noise; a conditional $G$ gets uniform labels unless ``labels`` are given. Returns
-    ``(images, labels)``."""
+def sample_images(G: Generator, n: int, *, labels: torch.Tensor | None = None,
+                  z: torch.Tensor | None = None, seed: int = 0, batch_size: int = 1000,
+                  device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(images, labels)``: ``n`` images in [0, 1] (CPU) from $G$ in eval mode, from ``z`` or fresh
+    noise; a conditional $G$ gets uniform labels unless ``labels`` are given."""
     G.eval().to(device)
     gen = torch.Generator().manual_seed(seed)
     if G.cfg.num_classes and labels is None:
@@ -199,10 +187,8 @@ def slerp(z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return (torch.sin((1 - t) * omega) * z0 + torch.sin(t * omega) * z1) / torch.sin(omega)
 
 
-def interpolate(
-    G: Generator, z0: torch.Tensor, z1: torch.Tensor, n_steps: int = 8, y: int | None = None,
-    device: torch.device | str = "cpu",
-) -> torch.Tensor:
+def interpolate(G: Generator, z0: torch.Tensor, z1: torch.Tensor, n_steps: int = 8,
+                y: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
     """Images along the slerp path from ``z0`` to ``z1`` (each (z_dim,)), in [0, 1]."""
     zs = slerp(z0, z1, torch.linspace(0, 1, n_steps))
     labels = torch.full((n_steps,), int(y)) if G.cfg.num_classes else None

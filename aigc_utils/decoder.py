@@ -1,11 +1,6 @@
-r"""A decoder-only Transformer (GPT) to be read — Chapter 05.
+r"""Chapter 05: a decoder-only Transformer (GPT) to be read, named like HF's ``GPT2LMHeadModel``.
 
-One file, nanoGPT-style: a config dataclass, token + position embeddings, causal multi-head
-self-attention, an MLP, pre-LayerNorm residual blocks and an output head tied to the token
-embedding. Module and parameter names follow HF's ``GPT2LMHeadModel`` (``wte``, ``wpe``,
-``h.i.ln_1``, ``attn.c_attn`` …), so :func:`from_hf_gpt2` can copy a GPT-2 checkpoint in and the
-chapter can prove, logit for logit, that the hand-written model *is* GPT-2. For token ids
-$x_1 \dots x_T$:
+For token ids $x_1 \dots x_T$:
 
 $$
 \begin{aligned}
@@ -16,9 +11,6 @@ p(x_{t+1} \mid x_{\le t})
   &= \operatorname{softmax}\big(\operatorname{LN}_f(h^{(L)}_t)\, W_{\text{te}}^\top\big).
 \end{aligned}
 $$
-
-Also here: a key/value cache for generation (:meth:`Decoder.generate`), attention maps for plots,
-a character tokenizer, n-gram baselines and the character-level training run (``core.train.fit``).
 """
 
 from __future__ import annotations
@@ -126,10 +118,7 @@ class MLP(nn.Module):
 
 class Block(nn.Module):
     r"""A pre-LayerNorm residual block: $h' = h + \operatorname{Attn}(\operatorname{LN}_1 h)$,
-    $h'' = h' + \operatorname{MLP}(\operatorname{LN}_2 h')$.
-
-    Normalising *inside* the branch (GPT-2; the 2017 paper normalised after the sum) leaves a clean
-    identity path from the embeddings to the head, which keeps deep stacks trainable."""
+    $h'' = h' + \operatorname{MLP}(\operatorname{LN}_2 h')$."""
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
@@ -143,8 +132,7 @@ class Block(nn.Module):
     ) -> tuple[torch.Tensor, LayerCache, torch.Tensor | None]:
         a, present, weights = self.attn(self.ln_1(x), past, return_attention)
         x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, present, weights
+        return x + self.mlp(self.ln_2(x)), present, weights
 
 
 class Decoder(nn.Module):
@@ -251,27 +239,18 @@ class Decoder(nn.Module):
         return torch.stack([a[0] for a in out.attentions])
 
 
-def config_from_hf_gpt2(hf_config) -> DecoderConfig:
-    """The :class:`DecoderConfig` of a ``transformers.GPT2Config`` (standard GPT-2 only)."""
-    c = hf_config
+def from_hf_gpt2(hf_model) -> Decoder:
+    """A new :class:`Decoder` (eval mode) with the weights of a standard HF ``GPT2LMHeadModel``; the
+    names match, but HF's ``Conv1D`` weights, stored (in, out), are transposed for ``nn.Linear``."""
+    c = hf_model.config
     if c.activation_function not in ("gelu_new", "gelu_pytorch_tanh"):
         raise ValueError(f"unsupported activation {c.activation_function!r}")
     if getattr(c, "n_inner", None) not in (None, 4 * c.n_embd):
         raise ValueError("only n_inner = 4 * n_embd is supported")
     if getattr(c, "scale_attn_by_inverse_layer_idx", False) or not c.scale_attn_weights:
         raise ValueError("only the standard 1/sqrt(d_k) attention scaling is supported")
-    return DecoderConfig(c.vocab_size, c.n_positions, c.n_layer, c.n_head, c.n_embd, dropout=0.0,
-                         layer_norm_eps=c.layer_norm_epsilon)
-
-
-def from_hf_gpt2(hf_model) -> Decoder:
-    r"""Copy the weights of a HF ``GPT2LMHeadModel`` into a new :class:`Decoder` (eval mode).
-
-    The names match one to one, with one catch: HF's GPT-2 keeps OpenAI's ``Conv1D`` layers, whose
-    weight is stored as (in, out) and applied as $x W + b$, while ``nn.Linear`` stores (out, in) and
-    applies $x W^\top + b$. So the ``c_attn``, ``c_proj`` and ``c_fc`` weights are transposed.
-    """
-    model = Decoder(config_from_hf_gpt2(hf_model.config))
+    model = Decoder(DecoderConfig(c.vocab_size, c.n_positions, c.n_layer, c.n_head, c.n_embd,
+                                  dropout=0.0, layer_norm_eps=c.layer_norm_epsilon))
     source = {k.removeprefix("transformer."): v for k, v in hf_model.state_dict().items()}
     conv1d = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
     with torch.no_grad():
@@ -309,9 +288,8 @@ class CharTokenizer:
         return "".join(self.chars[int(i)] for i in ids)
 
 
-def random_batch(
-    data: torch.Tensor, batch_size: int, block_size: int, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def random_batch(data: torch.Tensor, batch_size: int, block_size: int,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """``batch_size`` random windows of a 1-D id stream: inputs (B, T) and next tokens (B, T)."""
     starts = torch.randint(0, data.numel() - block_size - 1, (batch_size,), generator=generator)
     windows = torch.stack([data[s : s + block_size + 1] for s in starts.tolist()])
@@ -320,10 +298,8 @@ def random_batch(
 
 @torch.no_grad()
 def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
-    """Token-weighted mean next-token NLL (nats) over a 1-D stream cut into non-overlapping windows.
-
-    Every token after the first is predicted exactly once (its context is the window it falls in).
-    """
+    """Token-weighted mean next-token NLL (nats) over a 1-D stream cut into non-overlapping windows
+    (every token after the first is predicted once, in the context of its window)."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -345,15 +321,12 @@ def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size:
     return total / count
 
 
-def ngram_baselines(
-    train: Sequence[int], val: Sequence[int], vocab_size: int, alpha: float = 1.0
-) -> dict[str, float]:
-    r"""Held-out NLL (nats/char) of add-$\alpha$ smoothed unigram and bigram models of ``train``.
-
+def ngram_baselines(train: Sequence[int], val: Sequence[int], vocab_size: int,
+                    alpha: float = 1.0) -> dict[str, float]:
+    r"""Held-out NLL (nats/char) of add-$\alpha$ smoothed unigram and bigram models of ``train``:
     $p(c) = \frac{n(c)+\alpha}{N + \alpha V}$,
     $p(c \mid b) = \frac{n(b,c)+\alpha\,p(c)\,V}{n(b) + \alpha V}$
-    (the bigram backs off towards the unigram). A Transformer that does not beat these has learned
-    nothing beyond character frequencies and pairs."""
+    (the bigram backs off towards the unigram)."""
     V = vocab_size
     uni = Counter(train)
     p_uni = {c: (uni.get(c, 0) + alpha) / (len(train) + alpha * V) for c in range(V)}
@@ -366,17 +339,11 @@ def ngram_baselines(
     return {"unigram": nll_uni, "bigram": nll_bi / (len(val) - 1)}
 
 
-def train_char_lm(
-    model: Decoder, train_data: torch.Tensor, val_data: torch.Tensor, steps: int, batch_size: int,
-    lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 20, eval_every: int = 50,
-    seed: int = 0, progress: bool = True,
-) -> History:
-    """Train on random windows for ``steps`` steps with :func:`core.train.fit`.
-
-    AdamW (matrices decay, biases and gains do not), linear warm-up then cosine decay to 10 % of
-    ``lr``, gradients clipped to norm 1; the windows come from a generator seeded with ``seed``.
-    The held-out :func:`stream_loss` runs every ``eval_every`` steps: ``h["val"]`` at ``h["step"]``.
-    """
+def train_char_lm(model: Decoder, train_data: torch.Tensor, val_data: torch.Tensor, steps: int,
+                  batch_size: int, lr: float = 3e-3, weight_decay: float = 0.1, warmup: int = 20,
+                  eval_every: int = 50, seed: int = 0, progress: bool = True) -> History:
+    """Train on seeded random windows: AdamW (matrices decay), warm-up then cosine decay to 10 % of
+    ``lr``, gradient norm <= 1; :func:`stream_loss` every ``eval_every`` steps (``h["val"]``)."""
     device = next(model.parameters()).device
     block = model.config.block_size
     opt = adamw(model, lr, weight_decay, betas=(0.9, 0.99))
@@ -395,15 +362,10 @@ def train_char_lm(
     return history
 
 
-def time_generation(
-    model: Decoder, prompt: torch.Tensor, max_new_tokens: int, repeats: int = 3, seed: int = 0
-) -> dict[str, float | bool]:
-    """Time :meth:`Decoder.generate` without and with the cache: same prompt, sampler and seed.
-
-    Both run in ``inference_mode`` and score only the last position, after a short warm-up; the
-    runs alternate (so a burst of load hits both alike) and each time is the best of ``repeats``.
-    Returns both times, the speed-up, and whether the two generated the same tokens.
-    """
+def time_generation(model: Decoder, prompt: torch.Tensor, max_new_tokens: int, repeats: int = 3,
+                    seed: int = 0) -> dict[str, float | bool]:
+    """Time :meth:`Decoder.generate` without and with the cache (same prompt, sampler and seed):
+    after a warm-up the runs alternate, each the best of ``repeats``; and whether they agree."""
     model.eval()
     outputs: dict[bool, torch.Tensor] = {}
     times: dict[bool, list[float]] = {False: [], True: []}
@@ -418,9 +380,5 @@ def time_generation(
                                                         generator=gen)
                 times[use_cache].append(sw.seconds)
     plain, cached = min(times[False]), min(times[True])
-    return {
-        "seconds_no_cache": plain,
-        "seconds_cache": cached,
-        "speedup": plain / cached,
-        "outputs_equal": torch.equal(outputs[False], outputs[True]),
-    }
+    return {"seconds_no_cache": plain, "seconds_cache": cached, "speedup": plain / cached,
+            "outputs_equal": torch.equal(outputs[False], outputs[True])}

@@ -1,28 +1,15 @@
-"""Chapter 06 beyond one machine: one fine-tuning script for one process, N GPUs or two machines.
+"""Chapter 06 beyond one machine: the fine-tuning recipe as an ``accelerate`` script (§9 explains).
 
-The chapter's recipe (AdamW, warmup + cosine, clipping) written against ``accelerate.Accelerator``.
-Launched as several processes it trains data-parallel: each process reads its own shard of the
-blocks, ``accelerator.backward`` averages the gradients over the processes, and process 0 alone
-logs, evaluates and writes the model, ``metrics.json`` and ``shards.json`` (the blocks each process
-trained on). The command lines, all run from the repository root::
+Launched as several processes it trains data-parallel; process 0 alone logs, evaluates and writes
+the model, ``metrics.json`` and ``shards.json`` (the blocks each process trained on)::
 
     # one process (the CPU or one GPU); plain `python -m aigc_utils.finetune_cli` does the same
     accelerate launch --num_processes 1 -m aigc_utils.finetune_cli --data kjv --steps 200
-    # two CPU processes on one machine (gloo; what tests/test_finetune_cli.py runs, with
-    # CUDA_VISIBLE_DEVICES= in front so that a machine with GPUs still uses its CPU)
+    # two CPU processes (gloo): torchrun, as `accelerate launch --cpu` starts only one
     torchrun --standalone --nproc_per_node 2 -m aigc_utils.finetune_cli --data kjv --steps 200
     # N = 8 GPUs on one machine (NCCL), bf16
     accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 \\
         -m aigc_utils.finetune_cli --data kjv --init gpt2 --steps 1000 --batch-size 8 --context 512
-    # two machines × 8 GPUs: the same line on both, --machine_rank 0 on 10.0.0.1, 1 on the other
-    accelerate launch --multi_gpu --num_machines 2 --num_processes 16 --machine_rank 0 \\
-        --main_process_ip 10.0.0.1 --main_process_port 29500 -m aigc_utils.finetune_cli ...
-
-The book launches GPUs with ``accelerate launch`` (its flags set mixed precision; it starts the
-processes with torchrun) and CPU processes with ``torchrun`` itself: ``accelerate launch --cpu
---num_processes 2`` starts *one* process, because accelerate starts several CPU processes only
-through MPI (``accelerate config`` → multi-CPU, ``--mpirun_hostfile``), which PyTorch lacks.
-Each optimizer step consumes ``batch_size × grad_accum × processes`` blocks.
 """
 
 from __future__ import annotations
@@ -90,11 +77,8 @@ def load_model(args: argparse.Namespace) -> GPT2LMHeadModel:
 
 
 def several_cpu_processes() -> bool:
-    """Launched as several processes on a machine without CUDA (torchrun sets ``WORLD_SIZE``).
-
-    accelerate joins such processes into one gloo group only when told it runs on the CPU;
-    otherwise each of them would train alone.
-    """
+    """Launched as several processes on a machine without CUDA (torchrun sets ``WORLD_SIZE``):
+    accelerate joins them into one gloo group only when told it runs on the CPU."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
 
 

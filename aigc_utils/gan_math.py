@@ -1,16 +1,7 @@
 r"""Chapter 02 · the GAN objective checked numerically, and mode collapse on PacGAN's 2-D problems.
 
-**1-D part.** For a fixed generator with density $p_g$ the best discriminator is
-$D^*(x) = p_\text{data}(x) / (p_\text{data}(x) + p_g(x))$ and
-$C(G) = V(D^*, G) = -\log 4 + 2\,\mathrm{JSD}$ (Goodfellow et al., 2014). Densities are NumPy
-callables, integrals trapezoid rules on a fine grid, expectations Monte Carlo averages. The GAN
-losses and the D/G step are :mod:`aigc_utils.core.gan`'s.
-
-**2-D part** (PacGAN, Lin et al., 2018): **ring** — 8 modes on the unit circle, $\sigma = 0.01$;
-**grid** — 25 modes at $\{-4,-2,0,2,4\}^2$, $\sigma = 0.05$. A generated sample is *high quality* if
-it lies within $3\sigma$ of its nearest mode; a mode is *covered* if it receives at least one
-high-quality sample. *Packing* (PacGAN$m$): the discriminator judges $m$ samples at once, all
-real or all generated.
+Densities are NumPy callables, integrals trapezoid rules on a fine grid, expectations Monte Carlo
+averages; the GAN losses and the D/G step are :mod:`aigc_utils.core.gan`'s.
 """
 
 from __future__ import annotations
@@ -94,10 +85,7 @@ def kl_divergence(p: Density, q: Density, x: np.ndarray) -> float:
 
 def jensen_shannon(p: Density, q: Density, x: np.ndarray) -> float:
     r"""$\mathrm{JSD}(p\|q) = \frac12\mathrm{KL}(p\|m)+\frac12 \mathrm{KL}(q\|m)$, $m = (p+q)/2$."""
-
-    def m(t: np.ndarray) -> np.ndarray:
-        return 0.5 * (p(t) + q(t))
-
+    m: Density = lambda t: 0.5 * (p(t) + q(t))  # noqa: E731
     return 0.5 * kl_divergence(p, m, x) + 0.5 * kl_divergence(q, m, x)
 
 
@@ -106,8 +94,8 @@ def c_of_g(p_data: Density, p_g: Density, x: np.ndarray) -> float:
     return -LOG4 + 2.0 * jensen_shannon(p_data, p_g, x)
 
 
-def toy_mlp(n_in: int, n_out: int, hidden: int, depth: int, act: Callable[[], nn.Module]
-            ) -> nn.Sequential:
+def toy_mlp(n_in: int, n_out: int, hidden: int, depth: int,
+            act: Callable[[], nn.Module]) -> nn.Sequential:
     """``depth`` hidden layers of width ``hidden`` with activation ``act``, then a linear output."""
     layers: list[nn.Module] = []
     width = n_in
@@ -120,18 +108,14 @@ def toy_mlp(n_in: int, n_out: int, hidden: int, depth: int, act: Callable[[], nn
 def lr_factor(step: int, iters: int, decay_from: float) -> float:
     """1 for the first ``decay_from`` fraction of training, then linearly down to 0 at the end."""
     start = int(decay_from * iters)
-    if step < start:
-        return 1.0
-    return max(0.0, 1.0 - (step - start) / max(1, iters - start))
+    return 1.0 if step < start else max(0.0, 1.0 - (step - start) / max(1, iters - start))
 
 
 def train_discriminator_1d(data: GaussianMixture1D, gen: GaussianMixture1D, steps: int,
                            batch: int = 512, lr: float = 3e-3, hidden: int = 64, depth: int = 2,
                            seed: int = 0) -> tuple[nn.Module, History]:
-    r"""Maximise $V(D, G)$ over $D$ for a *fixed* $p_g$ on fresh samples: minimise $L_D = -\hat V$.
-
-    Adam with a learning rate that decays linearly to 0; returns the logit network and its history.
-    """
+    r"""Maximise $V(D, G)$ over $D$ for a *fixed* $p_g$ on fresh samples: minimise $L_D = -\hat V$
+    (Adam, learning rate decaying linearly to 0); returns the logit network and its history."""
     rng = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     net = toy_mlp(1, 1, hidden, depth, nn.SiLU)
@@ -166,12 +150,9 @@ def early_training_1d(loss: str, data: GaussianMixture1D, g_init: tuple[float, f
                       d_pretrain: int, steps: int, batch: int = 256, g_lr: float = 0.05,
                       d_lr: float = 1e-3, seed: int = 0) -> History:
     r"""A 1-D GAN $G(z) = \mu + s z$ started far from the data; ``loss`` names the generator loss.
-
-    $D$ first trains alone for ``d_pretrain`` steps (so it confidently rejects the fakes), then
-    :func:`~aigc_utils.core.gan.gan_step` alternates $D$ (Adam) and $G$ (plain SGD, so that the step
-    is proportional to the gradient) for ``steps`` steps. Same seed ⇒ same data for both losses. The
-    history holds, ``mu``, ``grad_mu`` ($|\partial L_G/\partial\mu|$), ``d_fake``.
-    """
+    $D$ trains alone for ``d_pretrain`` steps, then ``gan_step`` alternates $D$ (Adam) and $G$
+    (plain SGD: the step is proportional to the gradient) for ``steps`` steps. The history holds
+    ``mu``, ``grad_mu`` ($|\partial L_G/\partial\mu|$), ``d_fake``."""
     if loss not in ("saturating", "non_saturating"):
         raise ValueError(f"loss must be 'saturating' or 'non_saturating', got {loss!r}")
     rng = torch.Generator().manual_seed(seed)
@@ -195,8 +176,6 @@ def early_training_1d(loss: str, data: GaussianMixture1D, g_init: tuple[float, f
 
 
 # --- 2-D toy problems (PacGAN) ------------------------------------------------------------------
-
-
 @dataclass(frozen=True)
 class ToyProblem:
     """An equal-weight mixture of isotropic 2-D Gaussians with standard deviation ``sigma``."""
@@ -238,8 +217,8 @@ class ModeMetrics:
     counts: np.ndarray
 
 
-def mode_metrics(samples: torch.Tensor | np.ndarray, problem: ToyProblem, threshold: float = 3.0
-                 ) -> ModeMetrics:
+def mode_metrics(samples: torch.Tensor | np.ndarray, problem: ToyProblem,
+                 threshold: float = 3.0) -> ModeMetrics:
     r"""PacGAN's two numbers: nearest mode $k^*$ per sample, high quality within $3\sigma$ of it."""
     x = torch.as_tensor(np.asarray(samples), dtype=torch.float64)
     dist = torch.cdist(x, problem.means.double()) / problem.sigma  # (N, K) in units of sigma
@@ -263,10 +242,8 @@ class ToyGenerator(nn.Module):
 
 class PackedDiscriminator(nn.Module):
     r"""$D(x_1,\dots,x_m)$: an MLP on the concatenation of ``pack`` samples; one logit per pack.
-
     ``pack = 1`` is the ordinary discriminator. Input ``(B·m, 2)`` (or already ``(B, 2m)``) is
-    reshaped to ``(B, 2m)``, so consecutive samples form one pack (all real or all fake).
-    """
+    reshaped to ``(B, 2m)``, so consecutive samples form one pack (all real or all fake)."""
 
     def __init__(self, pack: int = 1, hidden: int = 128, depth: int = 4) -> None:
         super().__init__()
@@ -298,13 +275,8 @@ class ToyGANConfig:
 
 def train_pacgan(problem: ToyProblem, cfg: ToyGANConfig, device: torch.device | str = "cpu",
                  progress: bool = True) -> dict:
-    """Train a (packed) GAN on ``problem``, non-saturating loss, seeded, single-threaded on a CPU.
-
-    Each step is :func:`~aigc_utils.core.gan.gan_step` on ``batch`` packs (one pack per row, real
-    and fake scored in one forward pass). Returns a cacheable payload: G's ``state_dict``,
-    ``snap_iters`` and ``snap_samples`` (samples of a fixed $z$ during training), the final
-    ``samples``, per-step ``d_loss`` and ``g_loss``, and the wall ``seconds``.
-    """
+    """Train a packed GAN on ``problem`` (non-saturating, seeded, one CPU thread): ``gan_step`` on
+    ``batch`` packs, one per row; a cacheable payload (G's weights, snapshots, losses, seconds)."""
     device = torch.device(device)
     threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -340,15 +312,10 @@ def train_pacgan(problem: ToyProblem, cfg: ToyGANConfig, device: torch.device | 
         history = fit(step, cfg.iters, on_step=on_step, desc=desc, progress=progress)
     finally:
         torch.set_num_threads(threads)
-    return {
-        "state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
-        "snap_iters": torch.tensor(snap_at),
-        "snap_samples": torch.stack(snaps),
-        "samples": snaps[-1],
-        "d_loss": torch.tensor(history["d_loss"]),
-        "g_loss": torch.tensor(history["g_loss"]),
-        "seconds": history.seconds,
-    }
+    return {"state_dict": {k: v.detach().cpu() for k, v in G.state_dict().items()},
+            "snap_iters": torch.tensor(snap_at), "snap_samples": torch.stack(snaps),
+            "samples": snaps[-1], "d_loss": torch.tensor(history["d_loss"]),
+            "g_loss": torch.tensor(history["g_loss"]), "seconds": history.seconds}
 
 
 def _cache_entry(problem: ToyProblem, cfg: ToyGANConfig) -> tuple[str, dict]:
@@ -359,12 +326,8 @@ def _cache_entry(problem: ToyProblem, cfg: ToyGANConfig) -> tuple[str, dict]:
 
 def cached_pacgans(jobs: dict[object, tuple[ToyProblem, ToyGANConfig]],
                    device: torch.device | str = "cpu", workers: int | None = None) -> dict:
-    """Train several toy GANs behind :func:`~aigc_utils.core.checkpoints.cached_payload`.
-
-    On the CPU the jobs whose checkpoint is missing start at once in ``workers`` single-threaded
-    processes (results do not depend on how many run together); on a GPU they run one after another.
-    Returns ``{name: payload}``, each payload with ``cached``: 1 if it was loaded.
-    """
+    """Train several toy GANs behind ``cached_payload`` (on the CPU the missing ones at once, in
+    ``workers`` single-threaded processes): ``{name: payload}``, with ``cached`` 1 if loaded."""
     device = torch.device(device)
     todo = {name: job for name, job in jobs.items()
             if not checkpoint_path(*_cache_entry(*job)).exists()}

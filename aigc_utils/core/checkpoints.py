@@ -95,10 +95,8 @@ def load_checkpoint(path: Path) -> dict[str, Any] | None:
 def cached_payload(
     name: str, key: dict[str, Any] | None, produce: Callable[[], dict[str, Any]]
 ) -> tuple[dict[str, Any], bool]:
-    """Load checkpoint ``name``/``key`` if cached and intact, else ``produce()`` it and save it.
-
-    Returns ``(payload, loaded_from_cache)``.
-    """
+    """Load checkpoint ``name``/``key`` if cached and intact, else ``produce()`` it and save it;
+    returns ``(payload, loaded_from_cache)``."""
     path = checkpoint_path(name, key)
     payload = load_checkpoint(path)
     if payload is not None:
@@ -109,16 +107,10 @@ def cached_payload(
 
 
 def cached_module(
-    name: str,
-    key: dict[str, Any] | None,
-    model: M,
-    train: Callable[[M], dict[str, Any] | None],
+    name: str, key: dict[str, Any] | None, model: M, train: Callable[[M], dict[str, Any] | None]
 ) -> tuple[M, dict[str, Any], bool]:
-    """Load ``model``'s weights from the cache, else run ``train(model)`` and cache the result.
-
-    ``train`` may return extra numbers (e.g. a test accuracy) that are stored beside the weights and
-    returned on every later load. Returns ``(model, extras, loaded_from_cache)``.
-    """
+    """Load ``model``'s weights from the cache, else run ``train(model)`` and cache them with the
+    numbers it may return (e.g. a test accuracy); returns ``(model, extras, loaded_from_cache)``."""
 
     def produce() -> dict[str, Any]:
         extras = train(model) or {}

@@ -1,17 +1,9 @@
 r"""Judging generated Fashion-MNIST images offline (Chapter 03): a small CNN replaces Inception.
 
-No Inception-v3 weights exist offline, so the book trains a small CNN on the Fashion-MNIST *train*
-split (cached) and uses it the way FID / IS use Inception:
-
-* **classifier-feature FID** — Fréchet distance between Gaussians fitted to penultimate features,
-  $\lVert\mu_r-\mu_g\rVert^2 + \operatorname{Tr}(\Sigma_r+\Sigma_g-2(\Sigma_r\Sigma_g)^{1/2})$,
-  computed by torchmetrics' ``FrechetInceptionDistance`` with :class:`ClassifierFeatures`;
-* **classifier Inception Score** — $\exp\,\mathbb E_x\,\mathrm{KL}\big(p(y\mid x)\,\Vert\,p(y)\big)$
-  (1 … number of classes);
-* **class coverage** — how many classes receive at least a given share of the samples.
-
-Its numbers compare only with other numbers from the same classifier, never with published
-Inception FIDs; the chapter calibrates them by a floor (real vs real) and a ceiling (untrained $G$).
+A classifier trained on the Fashion-MNIST *train* split (cached) supplies the features of a
+**classifier FID** (torchmetrics' ``FrechetInceptionDistance`` with :class:`ClassifierFeatures`), a
+**classifier Inception Score** and **class coverage**. Its numbers compare only with other numbers
+from the same classifier, never with published Inception FIDs.
 """
 
 from __future__ import annotations
@@ -28,10 +20,8 @@ from .train import History, epoch_batches, fit, steps_per_epoch, warmup_cosine_s
 
 
 class FashionCNN(nn.Module):
-    """Conv(1→c0)+ReLU+pool → Conv(c0→c1)+ReLU+pool → Linear(→features)+ReLU → Linear(→10).
-
-    Input: (N, 1, 28, 28) in [0, 1]. ``features(x)`` is the penultimate layer used for FID.
-    """
+    """Conv(1→c0)+ReLU+pool → Conv(c0→c1)+ReLU+pool → Linear(→features)+ReLU → Linear(→10),
+    on (N, 1, 28, 28) images in [0, 1]; ``features(x)`` is the penultimate layer used for FID."""
 
     def __init__(
         self, channels: tuple[int, int] = (16, 32), num_features: int = 64, num_classes: int = 10
@@ -90,17 +80,12 @@ def train_classifier(
 
 
 def fashion_classifier(
-    train: tuple[torch.Tensor, torch.Tensor],
-    test: tuple[torch.Tensor, torch.Tensor],
-    *,
+    train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
     channels: tuple[int, int] = (16, 32), num_features: int = 64, epochs: int = 2,
     batch_size: int = 128, lr: float = 2e-3, seed: int = 0, device: torch.device | str = "cpu",
 ) -> tuple[FashionCNN, float, bool]:
-    """The evaluation classifier, loaded from ``AIGC_CACHE`` or trained on ``train`` and cached.
-
-    Returns ``(model in eval mode on device, test accuracy, loaded_from_cache)``. Every setting that
-    changes the weights is part of the cache key.
-    """
+    """The evaluation classifier, loaded from ``AIGC_CACHE`` or trained on ``train`` and cached:
+    ``(model in eval mode on device, test accuracy, loaded_from_cache)``."""
     torch.manual_seed(seed)
     model = FashionCNN(channels, num_features)
     key = {"channels": list(channels), "num_features": num_features, "epochs": epochs,
@@ -170,11 +155,8 @@ def frechet_distance_gaussians(
 
 def inception_score(logits: torch.Tensor, splits: int = 1) -> float:
     r"""$\mathrm{IS} = \exp\big(\mathbb E_x \mathrm{KL}(p(y\mid x)\Vert p(y))\big)$ with
-    $p(y) = \mathbb E_x p(y\mid x)$ (Salimans et al. 2016).
-
-    1 when every image gets the same prediction; the number of classes when predictions are sure
-    and classes balanced. With ``splits`` > 1, the mean over equal chunks (the original recipe).
-    """
+    $p(y) = \mathbb E_x p(y\mid x)$ (Salimans et al. 2016); with ``splits`` > 1, the mean over
+    equal chunks (the original recipe)."""
     log_p = F.log_softmax(logits.double(), dim=1)
     scores = []
     for chunk in log_p.chunk(splits):

@@ -54,16 +54,10 @@ def _number(value: object) -> float | int:
 
 
 def record_results(
-    stem: str,
-    metrics: Mapping[str, object],
-    bars: list[str],
-    profile: str,
-    device: str,
+    stem: str, metrics: Mapping[str, object], bars: list[str], profile: str, device: str
 ) -> dict[str, float | int]:
-    """Write ``<metrics_dir>/<stem>.json`` and ``<stem>.bars.json``, print a table, assert the bars.
-
-    The runner adds ``seconds`` and ``finished_at`` afterwards; run by hand, this file is complete too.
-    """
+    """Write ``<metrics_dir>/<stem>.json`` and ``<stem>.bars.json``, print a table, assert the bars;
+    the runner adds ``seconds`` and its own ``finished_at`` afterwards."""
     numbers = {k: _number(v) for k, v in metrics.items()}
     record: dict[str, object] = {
         "profile": profile,

@@ -119,7 +119,9 @@ def optimizer_step(
 ) -> float:
     r"""One update: clear the gradients, backpropagate ``loss``, clip $\lVert g\rVert_2 \le$ ``clip``, step, schedule.
 
-    Returns the loss as a float. Every optimizer step in the book goes through here.
+    Returns the loss as a float. Every update outside the four loops that are lessons themselves
+    (chapter 01's hand-written SGD, chapter 06's AMP loop and its accelerate script, Gatys' L-BFGS)
+    goes through here.
     """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
