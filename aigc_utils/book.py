@@ -107,20 +107,20 @@ def margin_figure(stem: str, margins: list[tuple[str, float, bool]], out: Path) 
 
     fig, ax = plt.subplots(figsize=(7.6, 0.45 * len(margins) + 0.9), dpi=150)
     labels = [bar if len(bar) <= 48 else bar[:47] + "…" for bar, _, _ in margins]
-    ratios = [ratio for _, ratio, _ in margins]
-    ax.barh(range(len(margins)), [r - 1 for r in ratios], left=1,
+    shown = [min(max(ratio, 0.1), 10.0) for _, ratio, _ in margins]  # ×10 and beyond: drawn at ×10
+    ax.barh(range(len(margins)), [r - 1 for r in shown], left=1,
             color=["#2a9d8f" if ok else "#e63946" for _, _, ok in margins])
     ax.axvline(1, color="k", lw=1)
     ax.set_xscale("log")
-    ax.set_xlim(min(ratios + [1]) / 1.35, max(ratios + [1]) * 1.35)
+    ax.set_xlim(min(shown + [1]) / 1.35, max(shown + [1]) * 2)
     ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("×%g"))
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    for i, ratio in enumerate(ratios):
-        ax.annotate(f"×{ratio:.3g}", (ratio, i), xytext=(4 if ratio >= 1 else -4, 0), textcoords="offset points",
+    for i, ((_, ratio, _), at) in enumerate(zip(margins, shown)):
+        ax.annotate(f"×{ratio:.3g}", (at, i), xytext=(4 if ratio >= 1 else -4, 0), textcoords="offset points",
                     ha="left" if ratio >= 1 else "right", va="center", fontsize=9)
     ax.set_yticks(range(len(margins)), labels, fontsize=10)
     ax.invert_yaxis()
-    ax.set_xlabel("margin: the factor by which the bar is met (×1 = exactly at the bar)", fontsize=10)
+    ax.set_xlabel("factor by which each bar is met (×1: exactly at the bar)", fontsize=10)
     ax.set_title(f"{stem}: this run against its quality bars", fontsize=11)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
