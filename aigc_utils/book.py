@@ -26,11 +26,18 @@ def vendor_static(static: Path) -> None:
     shutil.copytree(dist / "chunks" / "mermaid.esm.min", mermaid / "chunks" / "mermaid.esm.min", dirs_exist_ok=True)
 
 
-def stamp_text(record: dict[str, object]) -> str:
-    """"Last run: date · profile · device · torch · seconds" from one metrics record."""
+def dashboard_label(stem: str) -> str:
+    """The target of a chapter's section on the dashboard (chapter stamps link to it)."""
+    return "dashboard-" + stem.replace("_", "-")
+
+
+def stamp_text(record: dict[str, object], stem: str | None = None) -> str:
+    """"Last run: date · profile · device · torch · seconds" from one metrics record; with ``stem``,
+    "Last run" links to the chapter's section of the results dashboard."""
     when = str(record.get("finished_at", "?"))[:10]
+    last_run = f"{{ref}}`Last run <{dashboard_label(stem)}>`" if stem else "Last run"
     return (
-        f"**Last run:** {when} · profile `{record.get('profile', '?')}` · {record.get('device', '?')} · "
+        f"**{last_run}:** {when} · profile `{record.get('profile', '?')}` · {record.get('device', '?')} · "
         f"torch {record.get('torch', '?')} · {record.get('seconds', '?')} s"
     )
 
@@ -69,7 +76,8 @@ def write_generated_pages(stage: Path, metrics: Path) -> None:
         if not record_path.exists():
             continue
         nb = nbformat.read(nb_path, as_version=4)
-        stamp = nbformat.v4.new_markdown_cell(f"```{{admonition}} Verified\n{stamp_text(json.loads(record_path.read_text()))}\n```")
+        stamp = stamp_text(json.loads(record_path.read_text()), nb_path.stem)
+        stamp = nbformat.v4.new_markdown_cell(f"```{{admonition}} Verified\n{stamp}\n```")
         stamp.metadata["tags"] = ["aigc-stamp"]
         nb.cells.insert(1, stamp)
         nbformat.write(nb, nb_path)
@@ -142,7 +150,7 @@ def dashboard_markdown(
         path = metrics / f"{stem}.json"
         if not path.exists():
             summary.append(f"| {link} | — | — | — | **not run** |")
-            sections.append(f"### {title}\n\nThis chapter has not been run: no `{path.name}`.\n")
+            sections.append(f"({dashboard_label(stem)})=\n### {title}\n\nThis chapter has not been run: no `{path.name}`.\n")
             continue
         record = json.loads(path.read_text())
         bars_path = metrics / f"{stem}.bars.json"
@@ -152,7 +160,7 @@ def dashboard_markdown(
         summary.append(
             f"| {link} | {record.get('profile')} | {record.get('device')} | {record.get('seconds', '?')} | {verdict} |"
         )
-        lines = [f"### {title}", "", stamp_text(record), ""]
+        lines = [f"({dashboard_label(stem)})=", f"### {title}", "", stamp_text(record), ""]
         margins = bar_margins(bars, record)
         if figures is not None and margins:
             margin_figure(stem, margins, figures / f"{stem}.png")

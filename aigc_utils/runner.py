@@ -289,6 +289,31 @@ def fold_tracebacks(nb: nbformat.NotebookNode) -> None:
             cell.outputs[i] = nbformat.v4.new_output("display_data", data={"text/html": body})
 
 
+_PROGRESS = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+\s*\[|^\s*[^\s:]*:?\s*\d+it \[")  # tqdm: "x: 100%|██| 8/8 [", "8it ["
+
+
+def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
+    """Remove progress bars (tqdm's lines, a widget's final text) from the outputs: they are for whoever
+    runs the notebook; the page shows what the run measured."""
+    for cell in nb.cells:
+        kept = []
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                text = output.get("text", "")
+                text = "".join(text) if isinstance(text, list) else text
+                lines = [line.rsplit("\r", 1)[-1] for line in text.split("\n")]  # what a terminal shows
+                output["text"] = "\n".join(line for line in lines if not _PROGRESS.search(line))
+                if not output["text"].strip():
+                    continue
+            elif set(output.get("data", {})) == {"text/plain"}:
+                lines = [line for line in str(output["data"]["text/plain"]).splitlines() if line.strip()]
+                if lines and all(_PROGRESS.search(line) for line in lines):
+                    continue
+            kept.append(output)
+        if "outputs" in cell:
+            cell.outputs = kept
+
+
 def stage_book(root: Path = Path(".")) -> Path:
     """Copy the book's sources into ``_build/src`` with the executed notebooks and the vendored JS."""
     from .book import write_generated_pages, vendor_static
@@ -302,6 +327,7 @@ def stage_book(root: Path = Path(".")) -> Path:
     for source in toc_notebooks(root):
         nb = nbformat.read(EXECUTED / source.name, as_version=4)
         fold_tracebacks(nb)
+        drop_progress_bars(nb)
         nbformat.write(nb, STAGE / "notebooks" / source.name)
     vendor_static(STAGE / "book" / "_static")
     write_generated_pages(STAGE, METRICS)

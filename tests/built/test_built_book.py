@@ -2,25 +2,22 @@
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 from aigc_utils.runner import external_loads, toc_notebooks
+from page_checks import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 HTML = ROOT / "_build" / "html"
 METRICS = ROOT / "_build" / "metrics"
 NOTEBOOKS = toc_notebooks(ROOT)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # Chapters whose smoke metrics are compared across two runs with the same seed: two cheap ones, and 04, whose
 # tokenizer training once numbered its pieces differently in every run.
 DETERMINISM = ["01_deep_learning_basics", "04_self_supervised_mlm", "09_seed_errata"]
@@ -50,34 +47,10 @@ def test_no_page_loads_scripts_from_outside():
     assert external_loads(HTML) == []
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
-
 @pytest.fixture(scope="module")
 def server():
-    handler = functools.partial(_Quiet, directory=str(HTML))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    assert CHROMIUM, "Chromium is missing: make setup installs Debian's chromium (apt-get install chromium)"
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        yield chromium
-        chromium.close()
+    with serve(HTML) as url:
+        yield url
 
 
 def _open(browser, url: str):
@@ -123,3 +96,4 @@ def test_smoke_runs_with_the_same_seed_agree(tmp_path):
             for key in [k for k in metrics if k in ("seconds", "finished_at") or k.endswith("_seconds")]:
                 metrics.pop(key)
         assert first == second, stem
+

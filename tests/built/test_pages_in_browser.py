@@ -1,0 +1,52 @@
+"""Every built page, read in headless Chromium at 1400 px as a reader would (the checks: page_checks.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from page_checks import inspect_page, problems, serve
+
+HTML = Path(__file__).resolve().parents[2] / "_build" / "html"
+PAGES = sorted(  # every page but the theme's files and the root's redirect to the first page
+    p.relative_to(HTML).as_posix() for p in HTML.rglob("*.html")
+    if not p.relative_to(HTML).parts[0].startswith("_")
+    and 'http-equiv="Refresh"' not in p.read_text(encoding="utf-8", errors="replace")[:2000]
+) if HTML.exists() else []
+
+# (page, check, text in the complaint): why it stays. Each entry is one case, not a kind of case.
+ALLOWED: dict[tuple[str, str, str], str] = {}
+
+
+@pytest.fixture(scope="module")
+def site():
+    assert (HTML / "index.html").exists(), "no _build/html: run `aigc-book run --profile smoke && aigc-book build`"
+    with serve(HTML) as url:
+        yield url
+
+
+def _allowed(page: str, check: str, complaint: str) -> bool:
+    return any(p == page and c == check and text in complaint for (p, c, text) in ALLOWED)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_reads_cleanly(browser, site, page):
+    found = problems(inspect_page(browser, f"{site}/{page}"), HTML)
+    left = {check: [c for c in complaints if not _allowed(page, check, c)] for check, complaints in found.items()}
+    left = {check: complaints for check, complaints in left.items() if complaints}
+    if left:
+        report = "\n".join(f"  {check}: {c}" for check, complaints in left.items() for c in complaints[:8])
+        pytest.fail(f"{page}:\n{report}", pytrace=False)
+
+
+def test_a_chinese_query_finds_pages(browser, site):
+    """The search index splits Chinese into words (jieba), so 生成 ("generate") finds the glossary and more."""
+    page = browser.new_page()
+    try:
+        page.goto(f"{site}/search.html?q=%E7%94%9F%E6%88%90", wait_until="load")
+        page.wait_for_selector("#search-results li", timeout=30000)
+        hits = page.eval_on_selector_all("#search-results li a", "els => els.map(e => e.textContent)")
+    finally:
+        page.close()
+    assert hits, "no search results for 生成"
