@@ -44,8 +44,8 @@ def stamp_text(record: dict[str, object], stem: str | None = None) -> str:
 
 def provenance_markdown(max_files: int = 8) -> str:
     """The provenance table of every asset the book reads, from the asset registry and the files on disk."""
-    rows = ["| Asset | What it is | Offline source | Licence | Online source | Files (size, sha256) |",
-            "|---|---|---|---|---|---|"]
+    rows = ["| Asset | What it is | Offline source | Licence | Online source; files (size, sha256) |",
+            "|---|---|---|---|---|"]  # five columns: six do not fit the page's column
     for asset in ASSETS.values():
         path = asset.path()
         files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
@@ -60,9 +60,9 @@ def provenance_markdown(max_files: int = 8) -> str:
                 for p in files
             )
         rows.append(f"| {asset.name} | {asset.what} | {asset.source} | {asset.licence} | "
-                    f"{asset.online or '—'} | {listing} |")
+                    f"online: {asset.online or '—'}<br>{listing} |")
     for what, online, licence in ONLINE_ONLY:
-        rows.append(f"| — | {what} | none | {licence} | {online} | downloaded only when reachable |")
+        rows.append(f"| — | {what} | none | {licence} | online: {online}<br>downloaded only when reachable |")
     return "\n".join(rows)
 
 

@@ -22,7 +22,8 @@
   figure fails when ``dpi·r/96 < 0.9`` (10 pt would read below 9 pt). A retina PNG (200 dpi) shown at
   half its pixel width has ``200·0.5/96 = 1.04``: fine; a 100 dpi figure squeezed into 80 % of its
   width has ``0.83``: fails.
-- ``console``: a console error, an uncaught exception, a failed request or a response of 400 or more.
+- ``console``: a console error, an uncaught exception, a failed request, a response of 400 or more, or a
+  request to anywhere but the book's own server (pages must read offline).
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ COLLECT = r"""
   for (const a of document.querySelectorAll('a[href]')) facts.links.push(a.href);
   for (const img of document.querySelectorAll('img')) {
     const rect = img.getBoundingClientRect();
-    facts.images.push({src: img.currentSrc || img.src, natural: img.naturalWidth, shown: rect.width, alt: img.alt});
+    facts.images.push({src: img.currentSrc || img.src, natural: img.naturalWidth, shown: rect.width, alt: img.alt,
+                       output: !!img.closest('.cell_output'), complete: img.complete});
   }
   return facts;
 }
@@ -145,6 +147,9 @@ def inspect_page(browser, url: str) -> PageFacts:
     page.on("pageerror", lambda e: console.append(f"uncaught: {e}"))
     page.on("requestfailed", lambda r: console.append(f"request failed: {r.url} ({r.failure})"))
     page.on("response", lambda r: console.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
+    origin = "/".join(url.split("/")[:3]) + "/"
+    page.on("request", lambda r: None if r.url.startswith((origin, "data:", "blob:")) else console.append(
+        f"request outside the book: {r.url}"))
     try:
         page.goto(url, wait_until="load")
         page.evaluate("async () => { const s = window.MathJax && MathJax.startup; if (s && s.promise) await s.promise; }")

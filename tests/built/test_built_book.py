@@ -69,17 +69,7 @@ def test_concept_graph_is_an_svg_and_math_is_typeset(browser, server):
     page.close()
 
 
-@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
-def test_chapter_figures_load_offline(browser, server, nb):
-    page, requests = _open(browser, f"{server}/notebooks/{nb.stem}.html")
-    page.wait_for_selector("mjx-container", state="attached", timeout=30000)
-    images = page.eval_on_selector_all(".cell_output img", "els => els.map(e => [e.complete, e.naturalWidth])")
-    assert images, "no figures on the chapter page"
-    assert all(done and width > 0 for done, width in images)
-    assert page.locator("a[href*='colab.research.google.com']").count() >= 1
-    outside = [u for u in requests if not (u.startswith(server) or u.startswith("data:"))]
-    assert outside == [], outside
-    page.close()
+# Each chapter page's figures, Colab button and offline loading: test_pages_in_browser.py (one load a page).
 
 
 def test_smoke_runs_with_the_same_seed_agree(tmp_path):

@@ -35,12 +35,14 @@ BODY = {
     "small_figure": '<img src="blurry.png" width="500" alt="a figure squeezed to half its width">',
     "console_error": "<script>console.error('Got invalid theme mode')</script>",
     "missing_image": '<img src="nothing.png" alt="never there">',
+    "outside": '<img src="http://198.51.100.1/cdn.png" alt="from a server outside the book">',
 }
 EXPECTED = {
     "dollar": "raw_math", "untypeset": "raw_math", "pipes": "raw_tables", "pipes_output": "raw_tables",
     "trace": "tracebacks", "noise": "noise", "noise_log": "noise", "wide_pre": "overflow",
     "wide_table": "overflow", "missing_page": "links", "missing_anchor": "links", "file_host": "links",
     "small_figure": "small_text", "console_error": "console", "missing_image": "console",
+    "outside": "console",
 }
 
 

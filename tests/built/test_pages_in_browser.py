@@ -32,7 +32,12 @@ def _allowed(page: str, check: str, complaint: str) -> bool:
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_reads_cleanly(browser, site, page):
-    found = problems(inspect_page(browser, f"{site}/{page}"), HTML)
+    facts = inspect_page(browser, f"{site}/{page}")
+    if page.startswith("notebooks/"):  # a chapter: its figures drawn, and a way to run it in Colab
+        figures = [img for img in facts.facts["images"] if img["output"]]
+        assert figures and all(img["complete"] and img["natural"] > 0 for img in figures), "figures missing"
+        assert any("colab.research.google.com" in href for href in facts.facts["links"]), "no Colab button"
+    found = problems(facts, HTML)
     left = {check: [c for c in complaints if not _allowed(page, check, c)] for check, complaints in found.items()}
     left = {check: complaints for check, complaints in left.items() if complaints}
     if left:
