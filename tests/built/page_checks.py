@@ -88,7 +88,9 @@ COLLECT = r"""
   }
   for (const el of document.querySelectorAll('.cell_output > *')) {
     if (folded(el)) continue;
-    facts.outputs.push(el.textContent);
+    const shown = el.cloneNode(true);  // what is not folded away: drop the <details> inside it
+    shown.querySelectorAll('details, .toggle').forEach(d => d.remove());
+    facts.outputs.push(shown.textContent);
   }
   const article = document.querySelector('article.bd-article, article, main') || document.body;
   const column = article.getBoundingClientRect();

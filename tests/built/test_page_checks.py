@@ -19,7 +19,8 @@ BODY = {
         <table><tr><td>1</td><td>2</td></tr></table><pre>short code</pre>
         <img src="sharp.png" width="200" alt="a sharp figure">
         <div class="cell_output"><details><summary>ValueError: bad</summary><pre>TRACE</pre></details>
-        <div class="output"><pre>epoch 3: loss 0.25</pre></div></div>""",
+        <div class="output"><pre>epoch 3: loss 0.25</pre></div>
+        <div class="output"><details><summary>FutureWarning</summary><pre>warnings.warn(m)</pre></details></div></div>""",
     "dollar": "<p>The formula $x^2$ did not typeset.</p>",
     "untypeset": r'<p>Here <span class="math">\(x^2\)</span> is raw.</p>',
     "pipes": "<p>| § | seed block | |---|---| | 1 | a |</p>",
