@@ -10,6 +10,24 @@ from torch import Tensor, nn
 
 from .core.train import History, epoch_batches, fit as fit_loop, steps_per_epoch
 
+# Sizes per profile; ``setup_chapter`` picks one. train_size: training images used; hidden: hidden widths
+# of section 5's MLP; epochs, batch_size: its training; manual_steps: steps of the hand-written SGD loop
+# (section 4); overfit_size, overfit_hidden, overfit_epochs: section 6's small-data, wide-network runs.
+SIZES = {
+    "smoke": dict(train_size=4000, hidden=[128], epochs=2, batch_size=128, manual_steps=80,
+                  overfit_size=300, overfit_hidden=[256, 256], overfit_epochs=8),
+    "cpu": dict(train_size=55000, hidden=[256, 128], epochs=8, batch_size=128, manual_steps=400,
+                overfit_size=1000, overfit_hidden=[512, 512], overfit_epochs=40),
+    "gpu": dict(train_size=55000, hidden=[512, 256], epochs=15, batch_size=128, manual_steps=1000,
+                overfit_size=1000, overfit_hidden=[512, 512], overfit_epochs=100),
+}
+# learning rates (hand-written SGD, SGD + momentum, Adam) and section 6's regularisers
+LR = {"manual_sgd": 0.1, "sgd": 0.05, "momentum": 0.9, "adam": 1e-3, "weight_decay": 5e-4, "dropout": 0.3}
+VAL_SIZE = 5000  # the last 5,000 training images are held out for validation
+MANUAL_SIZES = [784, 128, 10]  # the hand-written MLP: 784 pixels -> 128 hidden units -> 10 classes
+GRAD_CHECK_SIZES, GRAD_CHECK_SEEDS = [784, 64, 32, 10], 3  # two hidden layers, three random draws
+OVERFIT_BATCH = 100  # section 6's batch size
+
 
 @dataclass
 class ManualMLP:

@@ -12,8 +12,22 @@ from typing import Callable, Mapping
 import torch
 from torch import nn
 
+from .core.checkpoints import checkpoint_path, save_checkpoint
 from .core.gan import gan_step
 from .core.train import History, fit
+
+
+# Sizes per profile (the notebook's ``cfg``): ``n_clf_train`` images and ``clf_epochs`` for the
+# referee classifier, GAN steps (``steps_uncond``, ``steps_cond``) at ``batch`` images, ``n_eval``
+# samples per metric, ``snapshots`` sample grids shown through training.
+SIZES: dict[str, dict[str, int]] = {
+    "smoke": {"n_clf_train": 12_000, "clf_epochs": 1, "steps_uncond": 100, "steps_cond": 100,
+              "batch": 64, "n_eval": 2_000, "snapshots": 3},
+    "cpu": {"n_clf_train": 60_000, "clf_epochs": 3, "steps_uncond": 1_800, "steps_cond": 600,
+            "batch": 64, "n_eval": 10_000, "snapshots": 5},
+    "gpu": {"n_clf_train": 60_000, "clf_epochs": 5, "steps_uncond": 10_000, "steps_cond": 10_000,
+            "batch": 128, "n_eval": 10_000, "snapshots": 6},
+}
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,8 @@ class Discriminator(nn.Module):
         feat = c1 * cfg.base * cfg.base
         self.head = nn.Linear(feat, 1)
         self.embed = nn.Embedding(cfg.num_classes, feat) if cfg.num_classes else None
+        if self.embed is not None:  # small like every other weight: N(0, 1) would make the
+            nn.init.normal_(self.embed.weight, 0.0, 0.02)  # projection ±50 logits at the start
 
     def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         r"""Images (N, C, H, W) in [-1, 1] → logits (N,) with $D(x) = \sigma(\ell)$."""
@@ -155,6 +171,19 @@ def train_dcgan(
     G.eval()
     D.eval()
     return history, snapshots
+
+
+@torch.no_grad()
+def generator_key(cfg: DCGANConfig, steps: int, batch_size: int, lr: float, seed: int) -> dict:
+    """Checkpoint key of a trained generator: chapter 03 shares its GAN under it, chapter 10 loads it."""
+    return {"cfg": str(cfg), "steps": steps, "batch": batch_size, "lr": lr, "seed": seed}
+
+
+def share_generator(G: Generator, key: dict, train_seconds: float) -> None:
+    """Put chapter 03's trained generator in the checkpoint cache, for chapter 10's head-to-head."""
+    state = {k: v.detach().cpu() for k, v in G.state_dict().items()}
+    extras = {"steps": key["steps"], "train_seconds": train_seconds}
+    save_checkpoint(checkpoint_path("03_dcgan", key), {"state_dict": state, "extras": extras})
 
 
 @torch.no_grad()

@@ -16,7 +16,6 @@ $$
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -28,6 +27,29 @@ from .core.train import History, Stopwatch, adamw, fit, warmup_cosine_scheduler
 
 # A layer's cache: keys and values of all positions so far, each (B, n_head, T_past, head_dim).
 LayerCache = tuple[torch.Tensor, torch.Tensor]
+
+# The chapter's sizes per profile. The cpu recipe is nanoGPT's for a laptop (Karpathy 2022): a small
+# model, short windows, many short steps.
+SIZES = {
+    "smoke": dict(
+        n_layer=2, n_head=2, n_embd=64, block_size=64, dropout=0.0,  # the model
+        batch_size=8, steps=60, lr=2e-3, warmup=10, eval_every=30,  # training
+        train_chars=300_000, val_chars=5_000, eval_chars=2_000,  # text: trained on, held out, per eval
+        n_samples=2, timing_block=256, timing_lengths=(50, 100, 200), timing_repeats=2,  # generation
+    ),
+    "cpu": dict(
+        n_layer=4, n_head=4, n_embd=128, block_size=64, dropout=0.0,
+        batch_size=12, steps=800, lr=2e-3, warmup=50, eval_every=200,
+        train_chars=None, val_chars=60_000, eval_chars=15_000,  # None: all five novels
+        n_samples=6, timing_block=512, timing_lengths=(50, 100, 200, 400), timing_repeats=3,
+    ),
+    "gpu": dict(
+        n_layer=6, n_head=6, n_embd=384, block_size=256, dropout=0.2,
+        batch_size=64, steps=2000, lr=1e-3, warmup=100, eval_every=250,
+        train_chars=None, val_chars=200_000, eval_chars=50_000,
+        n_samples=8, timing_block=1024, timing_lengths=(100, 200, 400, 800), timing_repeats=3,
+    ),
+}
 
 
 @dataclass
@@ -202,12 +224,12 @@ class Decoder(nn.Module):
     ) -> torch.Tensor:
         """Append ``max_new_tokens`` tokens to ``idx`` (B, T), one at a time.
 
-        Without a cache every step runs the whole sequence again. With one, the prompt runs once
-        (prefill) and each later step feeds only the newest token, re-using the cached keys and
-        values.
+        Without a cache every step runs the whole sequence again (its last ``block_size`` tokens, so
+        it can run past the context). With one, the prompt runs once (prefill) and each later step
+        feeds only the newest token, re-using the cached keys and values.
         """
-        if idx.size(1) + max_new_tokens > self.config.block_size:
-            raise ValueError("prompt + max_new_tokens exceeds block_size")
+        if use_cache and idx.size(1) + max_new_tokens > self.config.block_size:
+            raise ValueError("with the cache, prompt + max_new_tokens must fit in block_size")
         cache: list[LayerCache] | None = None
         step_input = idx
         for _ in range(max_new_tokens):
@@ -215,7 +237,7 @@ class Decoder(nn.Module):
                 out = self(step_input, cache=cache, use_cache=True, last_only=True)
                 cache = out.cache
             else:
-                out = self(idx, last_only=True)
+                out = self(idx[:, -self.config.block_size :], last_only=True)  # the last block
             logits = out.logits[:, -1, :]
             if greedy:
                 nxt = logits.argmax(dim=-1, keepdim=True)
@@ -297,9 +319,9 @@ def random_batch(data: torch.Tensor, batch_size: int, block_size: int,
 
 
 @torch.no_grad()
-def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
-    """Token-weighted mean next-token NLL (nats) over a 1-D stream cut into non-overlapping windows
-    (every token after the first is predicted once, in the context of its window)."""
+def token_nll(model: Decoder, data: torch.Tensor, block_size: int, batch_size: int = 16) -> torch.Tensor:
+    """Next-token NLL (nats) of every token of a 1-D stream after the first, ``(len(data) - 1,)``: the
+    stream is cut into non-overlapping windows, each token predicted in the context of its window."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -311,32 +333,71 @@ def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size:
     rest = data[n_full * block_size :]
     if rest.numel() > 1:  # the short tail window
         windows.append((rest[:-1].unsqueeze(0), rest[1:].unsqueeze(0)))
-    total, count = 0.0, 0
+    nll = []
     for x, y in windows:
         logits = model(x.to(device)).logits
-        nll = F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="sum")
-        total += nll.item()
-        count += y.numel()
+        nll.append(F.cross_entropy(logits.flatten(0, 1), y.to(device).flatten(), reduction="none"))
     model.train(was_training)
-    return total / count
+    return torch.cat(nll).cpu()
 
 
-def ngram_baselines(train: Sequence[int], val: Sequence[int], vocab_size: int,
-                    alpha: float = 1.0) -> dict[str, float]:
-    r"""Held-out NLL (nats/char) of add-$\alpha$ smoothed unigram and bigram models of ``train``:
-    $p(c) = \frac{n(c)+\alpha}{N + \alpha V}$,
-    $p(c \mid b) = \frac{n(b,c)+\alpha\,p(c)\,V}{n(b) + \alpha V}$
-    (the bigram backs off towards the unigram)."""
+def stream_loss(model: Decoder, data: torch.Tensor, block_size: int, batch_size: int = 16) -> float:
+    """Token-weighted mean next-token NLL (nats) over a 1-D stream (the mean of :func:`token_nll`)."""
+    return token_nll(model, data, block_size, batch_size).double().mean().item()
+
+
+def _gram_counts(ids: torch.Tensor, n: int, V: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every n-gram of ``ids`` as one integer (base ``V``): the sorted distinct ones and their counts."""
+    keys = sum(ids[i : ids.numel() - n + 1 + i] * V ** (n - 1 - i) for i in range(n))
+    return torch.unique(keys, return_counts=True)
+
+
+def _count_of(keys: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    grams, counts = table
+    i = torch.searchsorted(grams, keys).clamp(max=grams.numel() - 1)
+    return torch.where(grams[i] == keys, counts[i], 0).double()
+
+
+def ngram_nll(train: Sequence[int] | torch.Tensor, val: Sequence[int] | torch.Tensor,
+              vocab_size: int, order: int, alpha: float = 1.0) -> torch.Tensor:
+    r"""Held-out NLL (nats) of each character ``val[1:]`` under an add-$\alpha$ n-gram model of
+    ``train`` that backs off towards the next shorter one:
+    $p_1(c) = \frac{n(c)+\alpha}{N + \alpha V}$ and, for a context $b$ of $n-1$ characters,
+    $p_n(c \mid b) = \frac{n(b,c)+\alpha V\,p_{n-1}(c \mid b')}{n(b) + \alpha V}$
+    ($b'$: $b$ without its first character). Positions with fewer than $n-1$ characters before them
+    use the longest context."""
+    train, val = torch.as_tensor(train, dtype=torch.long), torch.as_tensor(val, dtype=torch.long)
     V = vocab_size
-    uni = Counter(train)
-    p_uni = {c: (uni.get(c, 0) + alpha) / (len(train) + alpha * V) for c in range(V)}
-    bi = Counter(zip(train[:-1], train[1:]))
-    ctx = Counter(train[:-1])
-    nll_uni = -sum(math.log(p_uni[c]) for c in val[1:]) / (len(val) - 1)
-    nll_bi = 0.0
-    for b, c in zip(val[:-1], val[1:]):
-        nll_bi -= math.log((bi.get((b, c), 0) + alpha * p_uni[c] * V) / (ctx.get(b, 0) + alpha * V))
-    return {"unigram": nll_uni, "bigram": nll_bi / (len(val) - 1)}
+    unigram = (torch.bincount(train, minlength=V).double() + alpha) / (train.numel() + alpha * V)
+    p = unigram[val[1:]]  # p[t - 1]: the probability of val[t]
+    for n in range(2, order + 1):
+        grams, contexts = _gram_counts(train, n, V), _gram_counts(train[:-1], n - 1, V)
+        t = torch.arange(n - 1, val.numel())  # targets with n - 1 characters before them
+        ctx = sum(val[t - n + 1 + i] * V ** (n - 2 - i) for i in range(n - 1))
+        p[t - 1] = (_count_of(ctx * V + val[t], grams) + alpha * V * p[t - 1]) / (
+            _count_of(ctx, contexts) + alpha * V)
+    return -p.log()
+
+
+def ngram_baselines(train: Sequence[int] | torch.Tensor, val: Sequence[int] | torch.Tensor,
+                    vocab_size: int, alpha: float = 1.0, order: int = 2) -> dict[str, float]:
+    """Mean held-out NLL (nats/char) of the add-alpha unigram, bigram, … models up to ``order``."""
+    names = ["unigram", "bigram", "trigram", "4-gram", "5-gram"]
+    return {names[n - 1]: ngram_nll(train, val, vocab_size, n, alpha).mean().item()
+            for n in range(1, order + 1)}
+
+
+def bigram_sample(train: torch.Tensor, vocab_size: int, start: int, n: int, alpha: float = 1.0,
+                  generator: torch.Generator | None = None) -> list[int]:
+    """``n`` characters drawn one at a time from the add-alpha bigram model of ``train``."""
+    V = vocab_size
+    unigram = (torch.bincount(train, minlength=V).double() + alpha) / (train.numel() + alpha * V)
+    pairs = torch.bincount(train[:-1] * V + train[1:], minlength=V * V).double().view(V, V)
+    table = (pairs + alpha * V * unigram) / (pairs.sum(1, keepdim=True) + alpha * V)
+    out = [start]
+    for _ in range(n):
+        out.append(int(torch.multinomial(table[out[-1]], 1, generator=generator)))
+    return out
 
 
 def train_char_lm(model: Decoder, train_data: torch.Tensor, val_data: torch.Tensor, steps: int,

@@ -12,11 +12,27 @@ from __future__ import annotations
 
 import html
 import importlib.metadata
+import textwrap
 from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+# Sizes per profile; ``setup_chapter`` picks one. gan_steps: the toy GAN of 4.3.2; critic_steps: the linear
+# discriminator of 4.1.3/4.2.2; decoder_steps: the tiny decoder of 4.3.1; lm_*: the tiny GPT-2 of 5.2
+# (width, context, batch, epochs, steps per epoch, evaluation batch); train_chars, heldout_chars: its text.
+SIZES = {
+    "smoke": {"gan_steps": 200, "critic_steps": 60, "decoder_steps": 40, "lm_width": 32,
+              "lm_block": 32, "lm_batch": 8, "lm_epochs": 2, "lm_steps_per_epoch": 6,
+              "train_chars": 20000, "heldout_chars": 3000, "lm_eval_batch": 8},
+    "cpu": {"gan_steps": 200, "critic_steps": 60, "decoder_steps": 40, "lm_width": 32,
+            "lm_block": 32, "lm_batch": 8, "lm_epochs": 2, "lm_steps_per_epoch": 12,
+            "train_chars": 40000, "heldout_chars": 6000, "lm_eval_batch": 8},
+    "gpu": {"gan_steps": 400, "critic_steps": 60, "decoder_steps": 80, "lm_width": 64,
+            "lm_block": 64, "lm_batch": 16, "lm_epochs": 3, "lm_steps_per_epoch": 40,
+            "train_chars": 200000, "heldout_chars": 40000, "lm_eval_batch": 32},
+}
 
 
 @dataclass(frozen=True)
@@ -71,10 +87,9 @@ class ErrataLedger:
         self.outcomes[key] = passed
         if self.record is not None:
             self.record(**{f"fixed_{key}": int(passed)})
-        if passed:
-            print(f"[pass] {key}: " + ", ".join(conditions))
-        else:
-            print(f"[FAIL] {key}: " + (", ".join(failed) or "no conditions"))
+        line = f"[pass] {key}: " + ", ".join(conditions) if passed else \
+            f"[FAIL] {key}: " + (", ".join(failed) or "no conditions")
+        print(textwrap.fill(line, width=96, subsequent_indent="       "))  # the page's 100 columns
 
     def metrics(self) -> dict[str, int]:
         """``seed_blocks_listed``, ``seed_blocks_covered`` (checked), ``fixed_blocks_passing``."""

@@ -24,6 +24,29 @@ from .core.train import History, fit, optimizer_step
 Density = Callable[[np.ndarray], np.ndarray]
 LOG4 = math.log(4.0)
 
+# Sizes per profile; ``setup_chapter`` picks one. d_steps: training steps of the 1-D discriminator
+# (section 4); mc_samples: Monte Carlo samples per density; early_steps: alternating steps of the
+# early-training demo (section 6); ring_iters, grid_iters: iterations of each toy GAN (section 7);
+# seeds: toy-GAN seeds averaged (seed, seed + 1, ...).
+SIZES = {
+    "smoke": dict(d_steps=300, mc_samples=50_000, early_steps=150, ring_iters=500, grid_iters=300,
+                  seeds=1),
+    "cpu": dict(d_steps=1500, mc_samples=200_000, early_steps=400, ring_iters=6000,
+                grid_iters=12000, seeds=1),
+    "gpu": dict(d_steps=3000, mc_samples=1_000_000, early_steps=400, ring_iters=6000,
+                grid_iters=12000, seeds=3),
+}
+X_COMPARE = (-3.0, 3.0, 601)  # grid on which the trained D is compared with D*
+X_INTEGRATE = (-12.0, 12.0, 24001)  # quadrature grid for the integrals
+# early-training demo: data N(3, 0.5²), generator G(z) = mu + s·z started at mu = -3, s = 0.5
+EARLY_DATA = ((1.0,), (3.0,), (0.5,))
+EARLY_G_INIT = (-3.0, 0.5)
+EARLY_D_PRETRAIN = 200  # steps of D alone, so that it confidently rejects the fakes
+# toy GANs (PacGAN's 2-D problems): what worked here; PacGAN's own settings are in the chapter's text
+LR = {"ring": 2e-3, "grid": 2e-3}  # Adam's learning rate per problem
+TOY = dict(batch=256, z_dim=16, hidden=128, depth=4, beta1=0.5, beta2=0.999, decay_from=0.5,
+           snapshots=4, n_eval=2500)
+
 
 @dataclass(frozen=True)
 class GaussianMixture1D:

@@ -31,6 +31,26 @@ if TYPE_CHECKING:
 VOCAB_SIZE = 50257  # GPT-2's byte-level BPE: 256 bytes + 50,000 merges + <|endoftext|>
 EOS_ID = 50256  # <|endoftext|>
 
+# Sizes per profile. hub_model: the hub model used when huggingface.co is reachable (never with
+# AIGC_OFFLINE=1), else the book's tiny GPT-2 of n_layer x n_embd with n_head heads; context and
+# batch_size: block length and blocks per step; *_steps and *_lr: optimizer steps and peak learning
+# rates of pretraining and fine-tuning; warmup: warm-up steps of both; compare_steps: steps both
+# loops run to be compared; eval_tokens / eval_stride: held-out tokens scored and the sliding
+# window's stride; sample_tokens: tokens per sample; hub: what changes with the hub's model.
+SIZES = {
+    "smoke": dict(hub_model=None, n_layer=2, n_embd=64, n_head=2, context=64, batch_size=4,
+                  pretrain_steps=30, pretrain_lr=3e-3, finetune_steps=16, finetune_lr=2e-3,
+                  warmup=3, compare_steps=6, eval_tokens=768, eval_stride=32, sample_tokens=12,
+                  hub={}),
+    "cpu": dict(hub_model=None, n_layer=4, n_embd=128, n_head=4, context=128, batch_size=4,
+                pretrain_steps=200, pretrain_lr=2e-3, finetune_steps=30, finetune_lr=2e-3, warmup=6,
+                compare_steps=14, eval_tokens=6144, eval_stride=64, sample_tokens=40, hub={}),
+    "gpu": dict(hub_model="gpt2", n_layer=6, n_embd=384, n_head=6, context=256, batch_size=32,
+                pretrain_steps=1000, pretrain_lr=1e-3, finetune_steps=300, finetune_lr=1e-3,
+                warmup=30, compare_steps=40, eval_tokens=65536, eval_stride=128, sample_tokens=60,
+                hub=dict(context=512, batch_size=16, finetune_lr=1e-4)),
+}
+
 
 # --- Tokenizer ------------------------------------------------------------------------------------
 @lru_cache(maxsize=None)
@@ -297,8 +317,8 @@ def train_manual(
 
     Step $i$ takes the next ``batch_size`` blocks (already shuffled), computes the causal-LM loss
     (``labels = input_ids``; the model shifts), backpropagates, clips $\lVert g\rVert_2 \le c$,
-    steps the optimizer, then the schedule — ``Trainer``'s order. ``stop_after`` ends the run early
-    (the schedule still spans ``cfg.steps``).
+    steps the optimizer, then the schedule — ``Trainer``'s order. ``stop_after`` ends the run
+    early (the schedule still spans ``cfg.steps``).
     """
     device = torch.device(device)
     model.to(device).train()
@@ -444,6 +464,22 @@ def pretrained_tiny_gpt2(
 
     model, extras, hit = cached_module("gpt2_tiny_austen", key, model, train)
     return model.to(device).eval(), extras, hit
+
+
+def finetune_vs_scratch(
+    base: GPT2LMHeadModel, train_ids: Tensor, held: Tensor, cfg: TrainConfig, context: int,
+    stride: int, device: torch.device | str = "cpu", progress: bool = True,
+) -> dict[str, float]:
+    """One seed of the transfer experiment: fine-tune a copy of ``base``, and train the same
+    architecture from random weights (seed ``cfg.seed + 1``), on the same ``cfg.steps`` batches of
+    blocks (shuffled with ``cfg.seed``) with the same recipe; the held-out perplexity of both."""
+    blocks = make_blocks(train_ids, context, cfg.steps * cfg.batch_size, cfg.seed)
+    tuned = copy.deepcopy(base)
+    train_manual(tuned, blocks, cfg, device, f"fine-tune, seed {cfg.seed}", progress=progress)
+    scratch = new_gpt2(copy.deepcopy(base.config), cfg.seed + 1).to(device)
+    train_manual(scratch, blocks, cfg, device, f"from scratch, seed {cfg.seed}", progress=progress)
+    return {"after": perplexity(tuned, held, context, stride, device=device).ppl,
+            "scratch": perplexity(scratch, held, context, stride, device=device).ppl}
 
 
 def hub_available(allow: bool = True) -> bool:

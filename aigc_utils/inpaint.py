@@ -24,6 +24,25 @@ from .core.gan import gan_step
 from .core.plotting import image_grid
 from .core.train import History, fit
 
+# Sizes per profile (the notebook's ``cfg``). Fashion inpainting: ``n_eval`` scored test images,
+# ``mask_bank`` training masks, ``l1_steps`` + ``adv_steps`` (fine-tune) at ``batch`` images, for
+# ``n_seeds`` training seeds; denoising: ``dn_steps``, ``n_denoise`` scored and ``n_tune``
+# tuning images; ``n_digits`` MNIST digits; photos: ``photo_steps`` on ``n_photo_train`` patches,
+# ``n_photo_eval`` scored, a ``photo_crop``-pixel demo crop; ``n_hardest`` hardest cases shown.
+SIZES: dict[str, dict[str, int]] = {
+    "smoke": dict(n_eval=90, mask_bank=300, l1_steps=40, adv_steps=5, batch=32, n_seeds=2,
+                  dn_steps=40, n_denoise=60, n_tune=12, n_digits=60, photo_steps=10,
+                  n_photo_train=1000, n_photo_eval=8, photo_crop=64, n_hardest=4),
+    "cpu": dict(n_eval=600, mask_bank=3000, l1_steps=600, adv_steps=150, batch=32, n_seeds=3,
+                dn_steps=300, n_denoise=300, n_tune=40, n_digits=300, photo_steps=300,
+                n_photo_train=5000, n_photo_eval=64, photo_crop=128, n_hardest=8),
+    "gpu": dict(n_eval=2000, mask_bank=20000, l1_steps=6000, adv_steps=1500, batch=128, n_seeds=3,
+                dn_steps=3000, n_denoise=1000, n_tune=100, n_digits=1000, photo_steps=3000,
+                n_photo_train=20000, n_photo_eval=256, photo_crop=192, n_hardest=8),
+}
+# Strengths tried for each classical denoiser, chosen on a validation slice: TV weight, NLM h / σ.
+DENOISE_GRID: dict[str, tuple[float, ...]] = {"tv": (0.05, 0.08, 0.12, 0.18),
+                                              "nlm": (0.6, 0.8, 1.0, 1.3)}
 MASK_KINDS: tuple[str, ...] = ("centre", "rects", "strokes")
 RATIO_BINS: tuple[float, ...] = (0.0, 0.10, 0.20, 0.30, 1.0)
 RATIO_LABELS: tuple[str, ...] = ("<10%", "10-20%", "20-30%", ">=30%")
@@ -350,6 +369,48 @@ def hole_gradient_ratio(pred: torch.Tensor, target: torch.Tensor, masks: torch.T
     """Hole sharpness: summed edge energy of ``pred`` over ``target``'s (1 = truth, < 1 = blur)."""
     truth = hole_gradient_energy(target, masks).sum().clamp_min(1e-12)
     return float(hole_gradient_energy(pred, masks).sum() / truth)
+
+
+_LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
+
+
+def hole_highfreq_ratio(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor) -> float:
+    r"""Fine detail in the hole against the truth's,
+    $\sum_p m_p(\Delta\hat x_p)^2 / \sum_p m_p(\Delta x_p)^2$,
+    with the 5-point Laplacian $\Delta$ (zero outside the image), per channel. 1 = as much
+    high-frequency energy as the truth, < 1 = smoother (blur), > 1 = more texture or noise."""
+    kernel = _LAPLACE.to(pred).expand(pred.shape[1], 1, 3, 3)
+
+    def energy(x: torch.Tensor) -> torch.Tensor:
+        lap = F.conv2d(x.double(), kernel.double(), padding=1, groups=x.shape[1])
+        return (lap**2 * masks.double()).sum()
+
+    return float(energy(pred) / energy(target).clamp_min(1e-12))
+
+
+def repair_scores(fill: torch.Tensor, target: torch.Tensor, masks: torch.Tensor
+                  ) -> dict[str, float]:
+    """Hole PSNR (pooled), whole-image SSIM, hole gradient ratio and hole high-frequency ratio."""
+    return {"psnr_hole": psnr_pooled(fill, target, masks), "ssim": ssim_mean(fill, target),
+            "grad_ratio": hole_gradient_ratio(fill, target, masks),
+            "hf_ratio": hole_highfreq_ratio(fill, target, masks)}
+
+
+def by_ratio(fills: dict[str, torch.Tensor], target: torch.Tensor, masks: torch.Tensor
+             ) -> pd.DataFrame:
+    """Per mask-ratio bin (``RATIO_LABELS``) and method: the bin's images ``n``, their mean hole
+    fraction ``ratio``, pooled hole ``psnr`` and whole-image ``ssim`` (long format, a row each)."""
+    ratios = masks.mean((1, 2, 3))
+    groups = np.asarray(ratio_bin(ratios.numpy()))
+    rows = []
+    for label in (b for b in RATIO_LABELS if (groups == b).any()):
+        sel = torch.from_numpy(groups == label)
+        for name, fill in fills.items():
+            rows.append({"bin": label, "method": name, "n": int(sel.sum()),
+                         "ratio": float(ratios[sel].mean()),
+                         "psnr": psnr_pooled(fill[sel], target[sel], masks[sel]),
+                         "ssim": ssim_mean(fill[sel], target[sel])})
+    return pd.DataFrame(rows)
 
 
 def per_image_hole_se(pred: torch.Tensor, target: torch.Tensor, masks: torch.Tensor):

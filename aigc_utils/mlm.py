@@ -19,6 +19,31 @@ SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 IGNORE_INDEX = -100  # the label of a position without loss (PyTorch's cross-entropy default)
 Forward = Callable[[nn.Module, dict], torch.Tensor]
 
+# Sizes per profile. hidden/layers/heads/seq_len: the tiny BERT; headline_labels: labels per class
+# of the headline few-shot numbers; minilm_finetune: fine-tune MiniLM (else frozen features and
+# a probe); batch_size/steps/lr: MLM pretraining; denoise_steps: the denoiser's steps (= the
+# MLM snapshot's);
+# eval_rows: held-out rows scored; label_counts: labels per class of the few-shot curve; test_size:
+# test sentences; ft_steps: fine-tuning steps; probe_labels: labels per class of the linear probes.
+_COMMON = {"hidden": 128, "layers": 2, "heads": 2, "seq_len": 64, "headline_labels": 32,
+           "minilm_finetune": False}
+SIZES = {
+    "smoke": {**_COMMON, "batch_size": 64, "steps": 40, "denoise_steps": 20, "lr": 2e-3,
+              "eval_rows": 400, "label_counts": [8, 32], "test_size": 200, "ft_steps": 20,
+              "probe_labels": 64},
+    "cpu": {**_COMMON, "batch_size": 128, "steps": 640, "denoise_steps": 120, "lr": 2e-3,
+            "eval_rows": 2000, "label_counts": [8, 32, 128], "test_size": 600, "ft_steps": 60,
+            "probe_labels": 128},
+    "gpu": {**_COMMON, "hidden": 256, "layers": 4, "heads": 4, "batch_size": 256, "steps": 6000,
+            "denoise_steps": 3000, "lr": 1e-3, "eval_rows": 100_000, "test_size": 2000,
+            "label_counts": [8, 32, 128, 512], "ft_steps": 150, "probe_labels": 512,
+            "minilm_finetune": True},
+}
+# Fine-tuning: batch size; body learning rate from scratch / from pretrained weights; the new head's
+# rate; the naive recipe's one rate for everything; MiniLM's body rate (gpu profile).
+FINETUNE = {"batch_size": 32, "lr_body": {"scratch": 1e-3, "pretrained": 3e-4}, "lr_head": 3e-3,
+            "naive_lr": 1e-3, "minilm_lr_body": 5e-5}
+
 # ---- 1. Corpus: chapters, the train / held-out split, sentences ----------------------------------
 _CHAPTER_HEAD = re.compile(r"^(?:CHAPTER|Chapter)\s+[IVXLC\d]+\.?\s*$", flags=re.M)
 _SENTENCE_END = re.compile(r"[.!?][\"'”’)]*(\s+)(?=[\"'“‘(]*[A-Z])")
@@ -179,6 +204,73 @@ def masking_rates(original: torch.Tensor, inputs: torch.Tensor, labels: torch.Te
             "labels_ok": float(labels_ok),
             "special_selected": float((sel & special.bool()).any()),
             "unselected_changed": float(((inputs != original) & ~sel).any())}
+
+
+MASK_KINDS = ("unchanged", "[MASK]", "random", "kept")  # what happened to each position
+
+
+def mask_kinds(original: torch.Tensor, inputs: torch.Tensor, labels: torch.Tensor,
+               mask_id: int) -> torch.Tensor:
+    """Per position, an index into :data:`MASK_KINDS`: 0 not selected, 1 ``[MASK]``, 2 a random
+    token, 3 selected but kept (a random draw of the original token counts as kept, as in
+    :func:`masking_rates`)."""
+    sel = labels != IGNORE_INDEX
+    kinds = torch.zeros_like(original)
+    kinds[sel & (inputs == original)] = 3
+    kinds[sel & (inputs != original)] = 2
+    kinds[sel & (inputs == mask_id)] = 1
+    return kinds
+
+
+def masking_rows(tokenizer, original: torch.Tensor, inputs: torch.Tensor,
+                 labels: torch.Tensor) -> list[tuple[list[str], list[str], list[int]]]:
+    """(original tokens, input tokens, :func:`mask_kinds`) of each row, ``[PAD]`` left out: what
+    :func:`plot_masking` draws."""
+    kinds = mask_kinds(original, inputs, labels, tokenizer.mask_token_id)
+    tokens = tokenizer.convert_ids_to_tokens
+    keep = original != tokenizer.pad_token_id
+    return [(tokens(o[k].tolist()), tokens(i[k].tolist()), c[k].tolist())
+            for o, i, c, k in zip(original, inputs, kinds, keep)]
+
+
+def plot_masking(rows: list[tuple[list[str], list[str], list[int]]], title: str | None = None,
+                 width: int = 80):
+    """Draw masked sentences as coloured token boxes: ``rows`` of (original tokens, input tokens,
+    kinds). A box shows the input token; a changed one shows the original below it. Lines wrap
+    at ``width`` characters. Returns the figure."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    colours = ["#f2f2f2", "#4c72b0", "#dd8452", "#55a868"]
+    lines: list[list[tuple[str, str, int]]] = []
+    for original, inputs, kinds in rows:
+        lines.append([])
+        used = 0
+        for orig, shown, kind in zip(original, inputs, kinds):
+            if used + len(shown) + 1 > width and lines[-1]:
+                lines.append([])
+                used = 0
+            lines[-1].append((orig, shown, kind))
+            used += max(len(shown), len(orig) if kind in (1, 2) else 0) + 1
+    fig = plt.figure(figsize=(7.6, 0.52 * len(lines) + 0.7))
+    ax = fig.add_axes((0.01, 0.0, 0.98, 1 - 0.7 / (0.52 * len(lines) + 0.7)))
+    ax.set(xlim=(0, width), ylim=(len(lines), -0.05))
+    ax.set_axis_off()
+    for y, line in enumerate(lines):
+        x = 0.0
+        for orig, shown, kind in line:
+            w = max(len(shown), len(orig) if kind in (1, 2) else 0) + 1
+            ax.add_patch(plt.Rectangle((x, y), w - 0.3, 0.42, color=colours[kind]))
+            ax.text(x + 0.2, y + 0.21, shown, va="center", fontsize=9, family="monospace",
+                    color="white" if kind in (1, 2) else "black")
+            if kind in (1, 2):
+                ax.text(x + 0.2, y + 0.62, orig, va="center", fontsize=9, family="monospace",
+                        color="#555555")
+            x += w
+    handles = [Patch(color=c, label=k) for c, k in zip(colours, MASK_KINDS)]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4,
+              fontsize=9, frameon=False, title=title, title_fontsize=10)
+    return fig
 
 
 def compare_with_collator(tokenizer, rows: torch.Tensor, seed: int = 0, z: float = 5.0) -> dict:

@@ -314,6 +314,18 @@ def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
             cell.outputs = kept
 
 
+def figure_alt_text(nb: nbformat.NotebookNode) -> None:
+    """Give each figure its alt text on the page: MyST-NB reads ``alt`` from the cell's ``mystnb.image``
+    options, the kernel puts it in each PNG output's metadata (``core.plotting.figure_alt_text``)."""
+    for cell in nb.cells:
+        alts = [o.get("metadata", {}).get("image/png", {}).get("alt") for o in cell.get("outputs", [])
+                if "image/png" in o.get("data", {})]
+        alts = list(dict.fromkeys(a for a in alts if a))  # one per figure, in order, repeats once
+        if alts:
+            options = cell.metadata.setdefault("mystnb", {}).setdefault("image", {})
+            options.setdefault("alt", " | ".join(alts))
+
+
 def stage_book(root: Path = Path(".")) -> Path:
     """Copy the book's sources into ``_build/src`` with the executed notebooks and the vendored JS."""
     from .book import write_generated_pages, vendor_static
@@ -328,6 +340,7 @@ def stage_book(root: Path = Path(".")) -> Path:
         nb = nbformat.read(EXECUTED / source.name, as_version=4)
         fold_tracebacks(nb)
         drop_progress_bars(nb)
+        figure_alt_text(nb)
         nbformat.write(nb, STAGE / "notebooks" / source.name)
     vendor_static(STAGE / "book" / "_static")
     write_generated_pages(STAGE, METRICS)

@@ -22,6 +22,25 @@ from .core.train import History, fit, warmup_cosine_scheduler
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Sizes per profile; ``setup_chapter`` picks one. size: image side in px of the Gatys runs; evals:
+# forward+backward passes per Gatys run; sweep_size, sweep_evals, sweep: the style-weight sweep (its
+# multiples of the backbone's β); color_evals: the luminance-only run; fast_steps, fast_batch,
+# fast_crop, fast_lr, fast_width: the fast stylizer's training and width; photo_side: its training
+# photos' short side; vgg: VGG19 when its weights can be had (else MobileNetV2).
+SIZES = {
+    "smoke": dict(size=96, evals=40, sweep_size=64, sweep_evals=12, sweep=(0.01, 1.0),
+                  color_evals=12, fast_steps=24, fast_batch=2, fast_crop=64, photo_side=128,
+                  fast_width=8, fast_lr=3e-3, vgg=False),
+    "cpu": dict(size=224, evals=250, sweep_size=160, sweep_evals=80, sweep=(0.001, 0.01, 0.1, 1.0),
+                color_evals=120, fast_steps=300, fast_batch=4, fast_crop=128, photo_side=256,
+                fast_width=8, fast_lr=3e-3, vgg=False),
+    "gpu": dict(size=384, evals=500, sweep_size=384, sweep_evals=300, sweep=(0.001, 0.01, 0.1, 1.0),
+                color_evals=300, fast_steps=2000, fast_batch=8, fast_crop=256, photo_side=512,
+                fast_width=16, fast_lr=2e-3, vgg=True),
+}
+FAST_NET = dict(n_residual=3, n_down=3, end_kernel=5)  # the fast stylizer's shape (width: SIZES)
+TIMING_REPEATS = 5  # forward passes timed for the fast stylizer (the fastest counts)
+
 
 # Which layers of an ImageNet CNN describe style and content
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import notebook_parameters
 
 from aigc_utils import basics
 
@@ -90,8 +89,7 @@ def test_evaluate_is_mean_cross_entropy_and_accuracy():
 
 
 def test_gpu_profile_models_take_one_step_on_the_cpu():
-    params = notebook_parameters(STEM)
-    cfg, lr = params["SIZES"]["gpu"], params["LR"]
+    cfg, lr = basics.SIZES["gpu"], basics.LR
     x, y = torch.rand(2, 1, 28, 28), torch.tensor([3, 7])
     for hidden, dropout in ((cfg["hidden"], 0.0), (cfg["overfit_hidden"], lr["dropout"])):
         torch.manual_seed(0)
@@ -100,7 +98,7 @@ def test_gpu_profile_models_take_one_step_on_the_cpu():
         opt = torch.optim.AdamW(model.parameters(), lr=lr["adam"], weight_decay=lr["weight_decay"])
         h = basics.train_mlp(model, opt, (x, y), (x, y), 1, 2, torch.Generator().manual_seed(0))
         assert len(h["loss"]) == 1 and h["train_loss"][0] < before
-    net = basics.ManualMLP.init(params["MANUAL_SIZES"], torch.Generator().manual_seed(0))
+    net = basics.ManualMLP.init(basics.MANUAL_SIZES, torch.Generator().manual_seed(0))
     h = basics.train_manual_sgd(net, (x, y), (x, y), 1, lr["manual_sgd"], 2, torch.Generator())
     assert h["val_loss"][0] < h["loss"][0]
 

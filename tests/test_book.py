@@ -1,5 +1,6 @@
 """Static checks of the book's sources: config, table of contents, notebooks' shape and Colab cells."""
 
+import ast
 import json
 import re
 from pathlib import Path
@@ -45,8 +46,25 @@ def test_notebook_shape(path):
     installs = [line for line in colab.splitlines() if "pip install" in line]
     assert installs and not any(pkg in line for line in installs for pkg in ("torch", "numpy")), "never reinstall Colab's torch"
     assert "parameters" in code[1].metadata.get("tags", []) and "profile = None" in code[1].source
-    assert code[-1].source.strip() == "ch.results()", "the Results cell is one call"
+    story = [c for c in code if "solution" not in c.metadata.get("tags", [])]
+    assert story[-1].source.strip() == "ch.results()", "the Results cell is one call, after the story"
     assert any(f'setup_chapter("{path.stem}"' in c.source for c in code[2:4]), "one call sets the chapter up"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem[:2] != "09"], ids=lambda p: p.stem)
+def test_every_chapter_ends_with_exercises_and_a_worked_solution(path):
+    """After the Results cell: an "## Exercises" section of at least three numbered exercises, then at
+    least one collapsed (``hide-cell``) solution cell that executes in CI and asserts what it claims."""
+    nb = nbformat.read(path, as_version=4)
+    results = max(i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() == "ch.results()")
+    after = nb.cells[results + 1 :]
+    heading = [c for c in after if c.cell_type == "markdown" and c.source.startswith("## Exercises")]
+    assert heading, f"{path.name}: no '## Exercises' section after the Results cell"
+    items = re.findall(r"^\d+\. ", "\n".join(c.source for c in after if c.cell_type == "markdown"), re.M)
+    assert len(items) >= 3, f"{path.name}: {len(items)} exercises, want at least 3"
+    solutions = [c for c in after if c.cell_type == "code"]
+    assert solutions and all({"hide-cell", "solution"} <= set(c.metadata.get("tags", [])) for c in solutions)
+    assert any("assert " in c.source for c in solutions), "a worked solution checks its own claim"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -91,6 +109,32 @@ def test_the_lesson_is_on_the_page(path):
         assert re.search(rf"\b{re.escape(leaf)}\b", rest) or _used_by_package(name), (
             f"{path.name} shows {name} but neither the page nor the package code it calls uses it"
         )
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_source_shown_on_the_page_is_narrow(path):
+    """Package code rendered with ``show_source`` obeys the page's 100-character limit too."""
+    import inspect
+
+    nb = nbformat.read(path, as_version=4)
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    namespace: dict = {}
+    for cell in (c for c in nb.cells if c.cell_type == "code"):  # the page's imports resolve what it shows
+        plain = re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass", cell.source)  # IPython magics
+        for node in ast.parse(plain).body:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                try:
+                    exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
+                except ImportError:  # the source text's own imports, shown failing on purpose
+                    pass
+    for group in re.findall(r"show_source\(([^)]*)\)", code):
+        for name in (n.strip() for n in group.split(",") if n.strip()):
+            try:
+                obj = eval(name, namespace)  # a name the page defines itself is checked as notebook code
+            except (NameError, AttributeError):
+                continue
+            for line in inspect.getsource(inspect.unwrap(obj)).splitlines():
+                assert len(line) <= 100, f"{path.name} shows {name} with a line of {len(line)}: {line[:60]}…"
 
 
 def _used_by_package(name: str) -> bool:
@@ -176,3 +220,38 @@ def test_provenance_page_is_generated_from_the_registry():
         assert asset.source and asset.licence and asset.what, asset.name
         assert f"| {asset.name} | {asset.what} | {asset.source} | {asset.licence} |" in table
     assert "<!-- AIGC-PROVENANCE -->" in (ROOT / "book" / "provenance.md").read_text()
+
+
+def harness_share(nb: nbformat.NotebookNode) -> tuple[int, int]:
+    """(harness lines, code lines) of a notebook, comments and blank lines left out. Harness: the
+    parameters cell's tables (all but ``profile``/``seed``), the Colab and set-up cells, result dicts,
+    ``ch.record``/``glue``/``ch.results`` calls, ``print`` calls and the string lines that continue them."""
+    harness = total = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code" or "solution" in cell.metadata.get("tags", []):
+            continue
+        lines = [line for line in cell.source.splitlines() if line.strip() and not line.strip().startswith("#")]
+        total += len(lines)
+        text = "\n".join(lines)
+        if "parameters" in cell.metadata.get("tags", []):
+            harness += sum(1 for line in lines if not re.match(r"^(profile|seed)\s*=", line))
+        elif "google.colab" in text:
+            harness += len(lines)
+        elif "setup_chapter(" in text and len(lines) < 30:
+            harness += sum(1 for line in lines if not line.startswith(("import ", "from ")))
+        else:
+            in_dict = False
+            for line in lines:
+                in_dict = in_dict or bool(re.match(r"^metrics\s*=\s*\{", line))
+                if in_dict or re.search(r"print\(|ch\.record\(|record_results\(|ch\.results\(|glue\(", line) \
+                        or re.match(r"^\s+(f?[\"'].*[\"'],?\)?)$", line):
+                    harness += 1
+                in_dict = in_dict and not line.strip().startswith("}")
+    return harness, total
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_harness_is_at_most_15_percent_of_the_code(path):
+    """Set-up, size and bar tables, result dicts and print formatting stay out of the story."""
+    harness, total = harness_share(nbformat.read(path, as_version=4))
+    assert harness <= 0.15 * total, f"{path.name}: harness {harness}/{total} = {harness / total:.0%} > 15 %"

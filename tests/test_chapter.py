@@ -57,3 +57,23 @@ def test_show_source_renders_the_real_source(monkeypatch):
     monkeypatch.setattr(IPython.display, "display", shown.append)
     display.show_source(chapter.glue)
     assert shown[0].data == f"```python\n{inspect.getsource(chapter.glue).rstrip()}\n```"
+
+
+@torch.no_grad()
+def _decorated(x: torch.Tensor) -> torch.Tensor:
+    return x * 2
+
+
+def test_show_source_of_a_decorated_function_is_its_own_code():
+    text = display.source_of(_decorated)
+    assert text.startswith("@torch.no_grad()\ndef _decorated(") and "return x * 2" in text
+
+
+def test_results_record_the_seconds_so_a_bar_can_hold_the_budget(tmp_path, monkeypatch):
+    monkeypatch.setenv("AIGC_METRICS_DIR", str(tmp_path))
+    ch = chapter.setup_chapter("97_demo", "smoke", 0, SIZES, {"smoke": ["seconds <= 60"]})
+    ch.results()
+    assert 0 <= json.loads((tmp_path / "97_demo.json").read_text())["seconds"] < 5
+    ch.started -= 61  # as if the chapter had run for a minute more
+    with pytest.raises(QualityBarFailed, match="seconds <= 60"):
+        ch.results()

@@ -61,6 +61,22 @@ def test_same_seed_same_weights():
     assert not torch.equal(g1.net[0].weight, g3.net[0].weight)
 
 
+def test_projection_embedding_starts_small():
+    """D's class embedding is drawn like DCGAN's other weights, N(0, 0.02²): the projection term
+    <e(y), h(x)> then starts near zero instead of at logits of tens."""
+    G, D = build_dcgan(DCGANConfig(num_classes=10), seed=0)
+    w = D.embed.weight
+    assert w.shape == (10, 64 * 7 * 7) and abs(w.mean().item()) < 0.002
+    assert w.std().item() == pytest.approx(0.02, rel=0.05)
+    x, y = torch.rand(16, 1, 28, 28) * 2 - 1, torch.arange(16) % 10
+    D.train()  # batch statistics, as in training: h(x) has entries of order one
+    with torch.no_grad():
+        h = D.net(x)
+        projection = D(x, y) - D.head(h).squeeze(1)
+    assert torch.allclose(projection, (w[y] * h).sum(1), atol=1e-5)
+    assert projection.abs().max() < 5  # with N(0, 1) it is tens
+
+
 def test_slerp_endpoints_and_norm():
     gen = torch.Generator().manual_seed(0)
     z0, z1 = torch.randn(16, generator=gen), torch.randn(16, generator=gen)
@@ -156,7 +172,7 @@ def test_the_page_shows_the_step_the_notebook_runs():
 
 def test_gpu_profile_models_take_one_step_on_cpu(one_thread):
     p = notebook_parameters("03_image_gan")
-    sizes = p["SIZES"]["gpu"]
+    sizes = dcgan.SIZES["gpu"]
     assert sizes["steps_uncond"] // (sizes["snapshots"] - 1) >= 1 and sizes["n_eval"] <= 10_000
     images = torch.rand(8, 1, 28, 28)
     labels = torch.arange(8) % 10

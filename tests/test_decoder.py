@@ -9,20 +9,23 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import notebook_parameters
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from aigc_utils.core.train import warmup_cosine
 from aigc_utils.decoder import (
+    SIZES,
     CausalSelfAttention,
     CharTokenizer,
     Decoder,
     DecoderConfig,
     from_hf_gpt2,
+    bigram_sample,
     ngram_baselines,
+    ngram_nll,
     random_batch,
     stream_loss,
     time_generation,
+    token_nll,
     train_char_lm,
 )
 
@@ -131,6 +134,86 @@ def test_ngram_baselines_uniform_text() -> None:
     assert base["bigram"] < 0.1  # a cycle is fully predictable from the previous character
 
 
+def _ngram_reference(train: list[int], val: list[int], V: int, order: int, alpha: float) -> list[float]:
+    """The same back-off model written out with dictionaries, one probability at a time."""
+    def count(n: int, seq: list[int]) -> dict[tuple[int, ...], int]:
+        out: dict[tuple[int, ...], int] = {}
+        for i in range(len(seq) - n + 1):
+            out[tuple(seq[i : i + n])] = out.get(tuple(seq[i : i + n]), 0) + 1
+        return out
+
+    def prob(c: int, ctx: tuple[int, ...]) -> float:
+        if not ctx:
+            return (train.count(c) + alpha) / (len(train) + alpha * V)
+        n_ctx = count(len(ctx), train[:-1]).get(ctx, 0)
+        n_gram = count(len(ctx) + 1, train).get((*ctx, c), 0)
+        return (n_gram + alpha * V * prob(c, ctx[1:])) / (n_ctx + alpha * V)
+
+    return [-math.log(prob(val[t], tuple(val[max(0, t - order + 1) : t]))) for t in range(1, len(val))]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_ngram_nll_matches_a_dictionary_reference(order: int) -> None:
+    g = torch.Generator().manual_seed(order)
+    train = torch.randint(0, 5, (300,), generator=g).tolist()
+    val = torch.randint(0, 6, (40,), generator=g).tolist()  # 5 never occurs in training
+    got = ngram_nll(train, val, 6, order, alpha=0.3)
+    assert got.shape == (39,)
+    assert got.tolist() == pytest.approx(_ngram_reference(train, val, 6, order, 0.3), rel=1e-9)
+
+
+def test_trigram_predicts_a_pattern_the_bigram_cannot() -> None:
+    # after 0 comes 1 or 2 with equal counts; which one is fixed by the character before the 0
+    train = [3, 0, 1, 4, 0, 2] * 100
+    base = ngram_baselines(train, train[:60], vocab_size=5, alpha=0.01, order=3)
+    assert base["bigram"] > 0.1 and base["trigram"] < 0.01
+    assert base["trigram"] < base["bigram"] < base["unigram"]
+
+
+def test_bigram_sample_follows_a_deterministic_cycle() -> None:
+    out = bigram_sample(torch.tensor([0, 1, 2, 3] * 50), 4, start=2, n=9, alpha=1e-6,
+                        generator=torch.Generator().manual_seed(0))
+    assert out == [2, 3, 0, 1, 2, 3, 0, 1, 2, 3]
+
+
+def test_uncached_generation_slides_past_the_context() -> None:
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=30, block_size=8, n_layer=1, n_head=2, n_embd=16)).eval()
+    prompt = torch.tensor([[1, 2, 3]])
+    fed: list[int] = []
+    hook = model.wte.register_forward_hook(lambda m, inputs, out: fed.append(inputs[0].size(1)))
+    out = model.generate(prompt, 20, greedy=True, use_cache=False)
+    hook.remove()
+    assert fed == [min(3 + i, 8) for i in range(20)]  # the whole sequence, at most the last 8
+    idx = prompt
+    with torch.no_grad():
+        for _ in range(20):  # by hand: the last 8 tokens score the next one
+            idx = torch.cat([idx, model(idx[:, -8:]).logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert out.shape == (1, 23) and torch.equal(out, idx)
+    with pytest.raises(ValueError):  # the cache cannot go past the learned positions
+        model.generate(prompt, 20, greedy=True, use_cache=True)
+
+
+def test_token_nll_is_per_token_and_its_mean_is_stream_loss() -> None:
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16))
+    data = torch.randint(0, 20, (30,), generator=torch.Generator().manual_seed(1))
+    per_token = token_nll(model, data, 8, batch_size=2)
+    with torch.no_grad():  # token 9 is the first target of the second window: context data[8] only
+        first_of_window = F.cross_entropy(model(data[None, 8:9]).logits[0], data[9:10]).item()
+    assert per_token.shape == (29,)
+    assert per_token[8].item() == pytest.approx(first_of_window, abs=1e-5)
+    assert per_token.double().mean().item() == pytest.approx(stream_loss(model, data, 8), abs=1e-9)
+
+
+def test_sizes_cover_every_profile_with_the_same_knobs() -> None:
+    assert set(SIZES) == {"smoke", "cpu", "gpu"}
+    assert SIZES["smoke"].keys() == SIZES["cpu"].keys() == SIZES["gpu"].keys()
+    for cfg in SIZES.values():
+        assert cfg["n_embd"] % cfg["n_head"] == 0
+        assert max(cfg["timing_lengths"]) < cfg["timing_block"]
+
+
 def test_training_beats_unigram_on_a_tiny_corpus() -> None:
     text = "白日依山尽，黄河入海流。欲穷千里目，更上一层楼。\n\n" * 30
     tok = CharTokenizer.from_texts([text])
@@ -217,7 +300,7 @@ def test_notebook_shows_the_attention_and_cache_it_runs() -> None:
 
 
 def test_gpu_profile_builds_and_takes_one_step_on_cpu(one_thread) -> None:
-    cfg = notebook_parameters(STEM)["SIZES"]["gpu"]
+    cfg = SIZES["gpu"]
     torch.manual_seed(0)
     config = DecoderConfig(vocab_size=2600, block_size=cfg["block_size"], n_layer=cfg["n_layer"],
                            n_head=cfg["n_head"], n_embd=cfg["n_embd"], dropout=cfg["dropout"])

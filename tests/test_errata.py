@@ -98,6 +98,7 @@ def test_a_failing_fix_fails_the_results(monkeypatch, tmp_path):
         else:
             with pytest.raises(QualityBarFailed, match=r"fixed_gan_training == 1"):
                 record_results("09_test", metrics, bars, "cpu", "cpu")
+    assert bars == [f"fixed_{b.key} == 1" for b in errata.SEED_BLOCKS]  # one bar per block
     metrics = {f"fixed_{b.key}": 1 for b in errata.SEED_BLOCKS[:-1]}  # one block never checked
     metrics.update(seed_blocks_listed=10, seed_blocks_covered=9)
     with pytest.raises(KeyError, match="fixed_training_driver"):
@@ -142,7 +143,7 @@ def test_the_notebooks_toy_gan_learns_a_gaussian():
         real = 2.0 + 0.5 * torch.randn(batch, 1, generator=g)
         return gan.gan_step(D, real, G(torch.randn(batch, z_dim, generator=g)), opt_d, opt_g)
 
-    fit(step, params["SIZES"]["cpu"]["gan_steps"], progress=False)
+    fit(step, errata.SIZES["cpu"]["gan_steps"], progress=False)
     with torch.no_grad():
         s = G(torch.randn(2000, z_dim, generator=g))
     assert abs(s.mean().item() - 2.0) < 0.35 and 0.25 < s.std().item() < 0.8
@@ -155,7 +156,7 @@ def test_gpu_profile_models_take_one_step_on_cpu():
     from aigc_utils.decoder import Decoder, DecoderConfig
 
     params = notebook_parameters("09_seed_errata")
-    cfg = params["SIZES"]["gpu"]
+    cfg = errata.SIZES["gpu"]
     config = gpt2_finetune.tiny_gpt2_config(params["LM_LAYERS"], cfg["lm_width"], params["LM_HEADS"],
                                             cfg["lm_block"], dropout=params["LM_DROPOUT"])
     lm = gpt2_finetune.new_gpt2(config, 0)

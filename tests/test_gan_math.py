@@ -270,17 +270,17 @@ def test_the_page_shows_the_core_gan_step():
 
 
 def test_gpu_profile_models_take_one_step_on_the_cpu():
-    params = notebook_parameters(STEM)
-    cfg, toy = params["SIZES"]["gpu"], params["TOY"]
+    params = notebook_parameters(STEM)  # the reader's knobs: pack, P_DATA, P_G
+    cfg, toy = gan_math.SIZES["gpu"], gan_math.TOY
     assert cfg["seeds"] >= 1 and cfg["ring_iters"] > 0 and cfg["grid_iters"] > 0
     for problem in (ring_problem(), grid_problem()):
         for m in (1, params["pack"]):
             job = ToyGANConfig(**{**toy, "batch": 2, "snapshots": 0}, pack=m, iters=1,
-                               lr=params["LR"][problem.name])
+                               lr=gan_math.LR[problem.name])
             run = train_pacgan(problem, job, progress=False)
             assert run["samples"].shape == (toy["n_eval"], 2) and torch.isfinite(run["d_loss"]).all()
     data, g = GaussianMixture1D(*params["P_DATA"]), GaussianMixture1D(*params["P_G"])
     _, history = train_discriminator_1d(data, g, steps=1, batch=2)
-    early = early_training_1d("non_saturating", GaussianMixture1D(*params["EARLY_DATA"]),
-                              params["EARLY_G_INIT"], 1, 1, batch=2)
+    early = early_training_1d("non_saturating", GaussianMixture1D(*gan_math.EARLY_DATA),
+                              gan_math.EARLY_G_INIT, 1, 1, batch=2)
     assert len(history["loss"]) == 1 and len(early["mu"]) == 1

@@ -247,6 +247,41 @@ def test_offline_base_model_is_the_tiny_one(tmp_cache):
     assert not model.config.is_encoder_decoder and model.config.n_embd == 16
 
 
+def test_finetune_vs_scratch_is_the_pages_two_runs_composed():
+    """One seed of the transfer check equals, to the bit, the page's steps written out by hand:
+    blocks shuffled with the seed, a fine-tuned copy, a scratch model initialised with seed + 1."""
+    torch.set_num_threads(1)
+    gen = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, 300, (2000,), generator=gen)
+    held = torch.randint(0, 300, (200,), generator=gen)
+    base = tiny(context=16)
+    cfg = g6.TrainConfig(steps=3, batch_size=2, lr=1e-2, warmup_steps=1, seed=5)
+    got = g6.finetune_vs_scratch(base, ids, held, cfg, 16, 8, progress=False)
+    blocks = g6.make_blocks(ids, 16, cfg.steps * cfg.batch_size, cfg.seed)
+    tuned = g6.new_gpt2(base.config, 0)
+    tuned.load_state_dict(base.state_dict())
+    g6.train_manual(tuned, blocks, cfg, progress=False)
+    scratch = g6.new_gpt2(base.config, cfg.seed + 1)
+    g6.train_manual(scratch, blocks, cfg, progress=False)
+    assert got["after"] == g6.perplexity(tuned, held, 16, 8).ppl
+    assert got["scratch"] == g6.perplexity(scratch, held, 16, 8).ppl
+    assert got["after"] != got["scratch"]
+    untouched = tiny(context=16)
+    assert all(torch.equal(a, b) for a, b in zip(base.state_dict().values(),
+                                                  untouched.state_dict().values()))  # base not trained
+
+
+def test_sizes_live_in_the_module_and_the_bars_check_both_seeds():
+    from conftest import notebook_parameters
+
+    params = notebook_parameters("06_gpt2_finetuning")
+    assert "SIZES" not in params
+    for profile in ("cpu", "gpu"):
+        assert "ppl_after <= 0.85 * ppl_scratch" in params["BARS"][profile]
+        assert "ppl_after_seed1 <= 0.85 * ppl_scratch_seed1" in params["BARS"][profile]
+        assert g6.SIZES[profile]["compare_steps"] <= g6.SIZES[profile]["finetune_steps"]
+
+
 def test_the_page_shows_the_lesson_it_runs():
     """The notebook renders train_manual, sliding_windows and perplexity with show_source and calls
     those very functions (no copy on the page that could drift)."""
@@ -263,10 +298,7 @@ def test_the_page_shows_the_lesson_it_runs():
 def test_gpu_profile_builds_and_takes_one_step():
     """The gpu profile's tiny GPT-2 (sizes from the notebook) at batch 2 on the CPU: the warm-up step
     (learning rate 0) and one real optimizer step."""
-    from conftest import notebook_parameters
-
-    params = notebook_parameters("06_gpt2_finetuning")
-    gpu = params["SIZES"]["gpu"]
+    gpu = g6.SIZES["gpu"]
     assert set(gpu["hub"]) <= set(gpu) and gpu["compare_steps"] <= gpu["finetune_steps"]
     config = g6.tiny_gpt2_config(gpu["n_layer"], gpu["n_embd"], gpu["n_head"], gpu["context"])
     model = g6.new_gpt2(config, 0)

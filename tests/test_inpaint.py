@@ -106,6 +106,42 @@ def test_gradient_ratio_is_one_for_the_truth_and_small_for_a_flat_fill():
     assert ip.hole_gradient_ratio(ip.mean_fill(target, masks), target, masks) < 0.6
 
 
+def test_highfreq_ratio_matches_scipy_laplacian():
+    """The hole high-frequency ratio by hand with scipy's 5-point Laplacian (zero padding)."""
+    from scipy.ndimage import laplace
+
+    pred, target, masks = _pair(n=4)
+    pred = torch.cat([pred, pred.flip(-1)], 1)  # two channels, each filtered on its own
+    target, masks = torch.cat([target, target], 1), masks.expand(-1, 2, -1, -1)
+
+    def energy(x):
+        lap = np.stack([[laplace(ch, mode="constant", cval=0.0) for ch in img]
+                        for img in x.double().numpy()])
+        return (lap**2 * masks.double().numpy()).sum()
+
+    expected = energy(pred) / energy(target)
+    assert ip.hole_highfreq_ratio(pred, target, masks) == pytest.approx(expected, rel=1e-9)
+    assert ip.hole_highfreq_ratio(target, target, masks) == pytest.approx(1.0)
+    assert ip.hole_highfreq_ratio(ip.mean_fill(target, masks), target, masks) < 0.3
+
+
+def test_by_ratio_rows_are_the_bins_scored_on_their_own():
+    pred, target, masks = _pair(n=18)
+    fills = {"noisy": pred, "mean": ip.mean_fill(target, masks)}
+    table = ip.by_ratio(fills, target, masks)
+    bins = np.asarray(ip.ratio_bin(masks.mean((1, 2, 3)).numpy()))
+    assert list(dict.fromkeys(table["bin"])) == [b for b in ip.RATIO_LABELS if (bins == b).any()]
+    assert table.groupby("method")["n"].sum().tolist() == [18, 18]
+    for row in table.itertuples():
+        sel = torch.from_numpy(bins == row.bin)
+        fill = fills[row.method]
+        assert row.psnr == pytest.approx(ip.psnr_pooled(fill[sel], target[sel], masks[sel]))
+        assert row.ssim == pytest.approx(ip.ssim_mean(fill[sel], target[sel]))
+        assert row.ratio == pytest.approx(float(masks[sel].mean()))
+    scores = ip.repair_scores(pred, target, masks)
+    assert scores["psnr_hole"] == ip.psnr_pooled(pred, target, masks) and len(scores) == 4
+
+
 def test_classical_fills_keep_known_pixels_and_solve_easy_cases():
     ramp = torch.linspace(0, 1, 28).expand(2, 1, 28, 28).contiguous()
     masks, _ = ip.make_masks(2, 28, seed=1)
@@ -245,7 +281,7 @@ def test_residual_denoiser_formula_and_training(tmp_cache, one_thread):
 
 def test_gpu_profile_builds_and_steps_on_cpu(one_thread):
     params = notebook_parameters("08_inpainting")
-    gpu, width = params["SIZES"]["gpu"], params["width"]
+    gpu, width = ip.SIZES["gpu"], params["width"]
     bank, _ = ip.make_masks(4, 28, seed=0)
     inpainter = ip.UNet(ip.UNetConfig(2, 1, width))
     ip.train_inpainter(inpainter, torch.rand(4, 1, 28, 28), bank, 2, 2, params["lr"], 0)

@@ -122,6 +122,38 @@ def test_a_broken_masking_is_caught(tokenizer, monkeypatch):
     assert mlm.compare_with_collator(tokenizer, big, seed=0)["matches"] == 0.0
 
 
+def test_mask_kinds_by_hand_and_against_the_rates(tokenizer, blocks):
+    """Each position's fate, checked on a hand-made row and, in bulk, against masking_rates."""
+    m = tokenizer.mask_token_id
+    original = torch.tensor([[2, 10, 11, 12, 13, 14, 3, 0]])
+    inputs = torch.tensor([[2, m, 11, 40, 13, 14, 3, 0]])
+    labels = torch.tensor([[-100, 10, -100, 12, 13, -100, -100, -100]])
+    kinds = mlm.mask_kinds(original, inputs, labels, m)
+    assert kinds.tolist() == [[0, 1, 0, 2, 3, 0, 0, 0]]  # [MASK], random, kept; the rest unchanged
+    rows = mlm.masking_rows(tokenizer, original, inputs, labels)
+    assert len(rows) == 1 and len(rows[0][0]) == 7 and rows[0][2] == [0, 1, 0, 2, 3, 0, 0]  # no [PAD]
+    big = mlm.sentence_rows(tokenizer, TEXTS * 10, seq_len=64)
+    special = _special(tokenizer, big)
+    inp, lab = mlm.bert_mask(big, special, len(tokenizer), m, generator=torch.Generator().manual_seed(1))
+    kinds = mlm.mask_kinds(big, inp, lab, m)
+    rates = mlm.masking_rates(big, inp, lab, special, m)
+    n_sel = int((kinds > 0).sum())
+    assert n_sel == int((lab != mlm.IGNORE_INDEX).sum())
+    for k, name in [(1, "mask"), (2, "random"), (3, "kept")]:
+        assert int((kinds == k).sum()) / n_sel == pytest.approx(rates[name])
+    fig = mlm.plot_masking(mlm.masking_rows(tokenizer, big[:3], inp[:3], lab[:3]), "t")
+    assert len(fig.axes[0].patches) == int((big[:3] != tokenizer.pad_token_id).sum())  # one box each
+
+
+def test_sizes_live_in_the_module():
+    """The notebook reads its sizes from mlm.SIZES; every profile has the keys the notebook uses."""
+    keys = {"hidden", "layers", "heads", "seq_len", "batch_size", "steps", "denoise_steps", "lr",
+            "eval_rows", "label_counts", "test_size", "ft_steps", "probe_labels", "headline_labels"}
+    assert all(keys <= set(mlm.SIZES[p]) for p in ("smoke", "cpu", "gpu"))
+    assert mlm.SIZES["cpu"]["headline_labels"] in mlm.SIZES["cpu"]["label_counts"]
+    assert "SIZES" not in notebook_parameters(STEM)
+
+
 def test_denoise_objective_never_shows_mask(tokenizer, blocks):
     inputs, labels = mlm.corrupt(blocks, tokenizer, mlm.DENOISE, torch.Generator().manual_seed(0))
     assert not (inputs == tokenizer.mask_token_id).any()
@@ -274,7 +306,7 @@ def test_gpu_profile_builds_and_takes_a_step(tokenizer, one_thread):
     from transformers import BertForMaskedLM
 
     params = notebook_parameters(STEM)
-    cfg = params["SIZES"]["gpu"]
+    cfg = mlm.SIZES["gpu"]
     config = mlm.tiny_bert_config(params["vocab_size"], cfg["hidden"], cfg["layers"], cfg["heads"],
                                   cfg["seq_len"])
     torch.manual_seed(0)
@@ -283,7 +315,7 @@ def test_gpu_profile_builds_and_takes_a_step(tokenizer, one_thread):
     history, _ = mlm.pretrain(model, rows, tokenizer, mlm.MLM, steps=1, batch_size=2, lr=cfg["lr"],
                               warmup=1)
     assert math.isfinite(history["loss"][0])
-    ft = params["FINETUNE"]
+    ft = mlm.FINETUNE
     clf = mlm.SentenceClassifier(model.bert)
     data = mlm.encode(tokenizer, TEXTS[:2], cfg["seq_len"])
     history = mlm.finetune(clf, data, torch.tensor([0, 1]), steps=1, lr_body=ft["lr_body"]["pretrained"],

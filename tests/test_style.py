@@ -224,8 +224,8 @@ def test_gpu_profile_builds_and_steps_on_cpu():
     from conftest import notebook_parameters
     from torchvision.models.vgg import cfgs, make_layers
 
-    params = notebook_parameters("07_style_transfer")
-    cfg, shape = params["SIZES"]["gpu"], params["fast_net"]
+    params = notebook_parameters("07_style_transfer")  # the reader's knobs: fast_skip, fast_style
+    cfg, shape = st.SIZES["gpu"], st.FAST_NET
     assert cfg["vgg"] and cfg["fast_crop"] % 2 ** shape["n_down"] == 0
     # the gpu backbone: VGG19's layer stack (random weights; the real ones are a 548 MB download)
     vgg = st.StyleFeatures(make_layers(cfgs["E"]), st.VGG19)

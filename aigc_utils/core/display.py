@@ -12,8 +12,9 @@ from typing import Callable
 
 
 def source_of(*objects: Callable | type) -> str:
-    """The source code of each object, joined by a blank line."""
-    return "\n\n".join(inspect.getsource(obj).rstrip() for obj in objects)
+    """The source code of each object, joined by a blank line (a decorated function shows its own code,
+    decorator line included, not the decorator's wrapper)."""
+    return "\n\n".join(inspect.getsource(inspect.unwrap(obj)).rstrip() for obj in objects)
 
 
 def show_source(*objects: Callable | type) -> None:

@@ -20,7 +20,7 @@ from .train import optimizer_step
 
 
 def _mean(values: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-    """Plain mean, or a weighted mean $\\sum w v / \\sum w$ (e.g. only the patches that touch a hole)."""
+    """Plain mean, or a weighted mean $\\sum w v / \\sum w$ (e.g. patches touching a hole)."""
     if weight is None:
         return values.mean()
     return (values * weight).sum() / weight.sum().clamp_min(1)
@@ -39,7 +39,7 @@ def discriminator_loss(
     $$L_D = -\mathbb{E}_x[\log D(x)] - \mathbb{E}_z[\log(1 - D(G(z)))]
           = \operatorname{BCE}(\ell_\text{real}, 1) + \operatorname{BCE}(\ell_\text{fake}, 0).$$
 
-    ``fake_weight`` (same shape as ``fake_logits``) averages the fake term over chosen positions only.
+    ``fake_weight`` (shaped like ``fake_logits``) averages the fake term over chosen positions only.
     """
     return F.softplus(-real_logits).mean() + _mean(F.softplus(fake_logits), fake_weight)
 
@@ -50,9 +50,10 @@ def generator_loss(
     r"""What an optimizer minimises for $G$; only the fake term of $V$ depends on $G$.
 
     Saturating (the minimax game): $L_G = \mathbb{E}_z[\log(1 - D(G(z)))]$, with
-    $\partial L_G/\partial\ell = -\sigma(\ell) = -D(G(z))$ — it vanishes when $D$ confidently rejects the
-    fakes, early in training. Non-saturating (Goodfellow et al. 2014, §3): $L_G = -\mathbb{E}_z[\log D(G(z))]$,
-    with $\partial L_G/\partial\ell = -(1 - D(G(z)))$ — largest exactly there. Same fixed point.
+    $\partial L_G/\partial\ell = -\sigma(\ell) = -D(G(z))$ — it vanishes when $D$ confidently
+    rejects the fakes, early in training. Non-saturating (Goodfellow et al. 2014, §3):
+    $L_G = -\mathbb{E}_z[\log D(G(z))]$, with $\partial L_G/\partial\ell = -(1 - D(G(z)))$ —
+    largest exactly there. Same fixed point.
     """
     if non_saturating:
         return _mean(F.softplus(-fake_logits), fake_weight)
@@ -74,15 +75,16 @@ def gan_step(
 ) -> dict[str, float]:
     r"""One discriminator step, then one generator step through the *updated* discriminator.
 
-    1. $D \leftarrow D - \eta\nabla_D L_D$ on ``real`` and ``fake.detach()`` (no gradient flows into $G$);
-    2. $G \leftarrow G - \eta\nabla_G\,(\lambda L_G + L_\text{extra})$, with $D$'s weights frozen for this
-       backward pass (only the gradient with respect to $D$'s input is needed).
+    1. $D \leftarrow D - \eta\nabla_D L_D$ on ``real`` and ``fake.detach()`` (no gradient to $G$);
+    2. $G \leftarrow G - \eta\nabla_G\,(\lambda L_G + L_\text{extra})$, $D$'s weights frozen for
+       this backward pass (only the gradient with respect to $D$'s input is needed).
 
-    ``fake`` is $G(z)$ computed by the caller with its graph; ``g_extra`` adds a reconstruction loss
-    (chapter 08) and ``adv_weight`` is $\lambda$. ``joint=True`` scores real and fake in one forward pass
-    (for a discriminator without batch statistics). Returns the two losses and the mean $D(x)$, $D(G(z))$.
+    ``fake`` is $G(z)$ computed by the caller with its graph; ``g_extra`` adds a reconstruction
+    loss (chapter 08) and ``adv_weight`` is $\lambda$. ``joint=True`` scores real and fake in one
+    forward pass (for a discriminator without batch statistics). Returns the two losses and the
+    mean $D(x)$, $D(G(z))$.
     """
-    if joint:  # the outputs split in the inputs' proportion (a packed D scores several rows at once)
+    if joint:  # outputs split in the inputs' proportion (a packed D scores several rows at once)
         logits = discriminate(torch.cat([real, fake.detach()]))
         n_real = len(logits) * len(real) // (len(real) + len(fake))
         real_logits, fake_logits = logits[:n_real], logits[n_real:]

@@ -256,12 +256,19 @@ def small_text(f: PageFacts, root: Path) -> list[str]:
     return found
 
 
+def alt_text(f: PageFacts) -> list[str]:
+    """A chapter's figure says what it shows to a reader who cannot see it: not empty, not a file name."""
+    return [f"figure without real alt text ({img['alt']!r}): {urlsplit(img['src']).path}"
+            for img in f.facts["images"]
+            if img["output"] and (not img["alt"].strip() or re.search(r"\.(png|jpe?g|svg)$|^\.{1,2}/|_images/", img["alt"]))]
+
+
 def console(f: PageFacts) -> list[str]:
     return list(f.console)
 
 
 CHECKS = {"raw_math": raw_math, "raw_tables": raw_tables, "tracebacks": tracebacks, "noise": noise,
-          "overflow": overflow, "console": console}
+          "overflow": overflow, "alt_text": alt_text, "console": console}
 CHECKS_WITH_ROOT = {"links": links, "small_text": small_text}
 
 

@@ -18,7 +18,8 @@ BODY = {
         <a href="https://example.org/a">out</a></section>
         <table><tr><td>1</td><td>2</td></tr></table><pre>short code</pre>
         <img src="sharp.png" width="200" alt="a sharp figure">
-        <div class="cell_output"><details><summary>ValueError: bad</summary><pre>TRACE</pre></details>
+        <div class="cell_output"><img src="sharp.png" width="200" alt="Figure: loss against step">
+        <details><summary>ValueError: bad</summary><pre>TRACE</pre></details>
         <div class="output"><pre>epoch 3: loss 0.25</pre></div>
         <div class="output"><details><summary>FutureWarning</summary><pre>warnings.warn(m)</pre></details></div></div>""",
     "dollar": "<p>The formula $x^2$ did not typeset.</p>",
@@ -37,13 +38,14 @@ BODY = {
     "console_error": "<script>console.error('Got invalid theme mode')</script>",
     "missing_image": '<img src="nothing.png" alt="never there">',
     "outside": '<img src="http://198.51.100.1/cdn.png" alt="from a server outside the book">',
+    "alt_path": '<div class="cell_output"><img src="sharp.png" width="200" alt="_build/abc123.png"></div>',
 }
 EXPECTED = {
     "dollar": "raw_math", "untypeset": "raw_math", "pipes": "raw_tables", "pipes_output": "raw_tables",
     "trace": "tracebacks", "noise": "noise", "noise_log": "noise", "wide_pre": "overflow",
     "wide_table": "overflow", "missing_page": "links", "missing_anchor": "links", "file_host": "links",
     "small_figure": "small_text", "console_error": "console", "missing_image": "console",
-    "outside": "console",
+    "outside": "console", "alt_path": "alt_text",
 }
 
 

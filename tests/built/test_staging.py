@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from aigc_utils.runner import drop_progress_bars
+from aigc_utils.runner import drop_progress_bars, figure_alt_text
 
 
 def test_progress_bars_leave_the_page_and_the_rest_stays():
@@ -21,3 +21,20 @@ def test_progress_bars_leave_the_page_and_the_rest_stays():
     assert [o.get("text", o.get("data", {}).get("text/plain")) for o in nb.cells[0].outputs] == [
         "epoch 1: loss 0.82\nbest 0.7\n", "accuracy 100%|all"
     ]
+
+
+def test_each_figure_cell_gets_the_alt_text_its_kernel_wrote():
+    png = {"image/png": "iVBORw0KGgo=", "text/plain": "<Figure>"}
+    one = nbformat.v4.new_code_cell("plot()")
+    one.outputs = [nbformat.v4.new_output("display_data", data=png,
+                                          metadata={"image/png": {"alt": "Figure: loss against step"}})]
+    two = nbformat.v4.new_code_cell("plot(); plot()")
+    two.outputs = [nbformat.v4.new_output("display_data", data=png, metadata={"image/png": {"alt": a}})
+                   for a in ("Figure: a", "Figure: b")]
+    bare = nbformat.v4.new_code_cell("print(1)")
+    bare.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    nb = nbformat.v4.new_notebook(cells=[one, two, bare])
+    figure_alt_text(nb)
+    assert one.metadata["mystnb"]["image"]["alt"] == "Figure: loss against step"
+    assert two.metadata["mystnb"]["image"]["alt"] == "Figure: a | Figure: b"
+    assert "mystnb" not in bare.metadata
