@@ -314,7 +314,7 @@ def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
             cell.outputs = kept
 
 
-def figure_alt_text(nb: nbformat.NotebookNode) -> None:
+def alt_text_to_cell_options(nb: nbformat.NotebookNode) -> None:
     """Give each figure its alt text on the page: MyST-NB reads ``alt`` from the cell's ``mystnb.image``
     options, the kernel puts it in each PNG output's metadata (``core.plotting.figure_alt_text``)."""
     for cell in nb.cells:
@@ -340,7 +340,7 @@ def stage_book(root: Path = Path(".")) -> Path:
         nb = nbformat.read(EXECUTED / source.name, as_version=4)
         fold_tracebacks(nb)
         drop_progress_bars(nb)
-        figure_alt_text(nb)
+        alt_text_to_cell_options(nb)
         nbformat.write(nb, STAGE / "notebooks" / source.name)
     vendor_static(STAGE / "book" / "_static")
     write_generated_pages(STAGE, METRICS)

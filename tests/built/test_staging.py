@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from aigc_utils.runner import drop_progress_bars, figure_alt_text
+from aigc_utils.runner import alt_text_to_cell_options, drop_progress_bars
 
 
 def test_progress_bars_leave_the_page_and_the_rest_stays():
@@ -34,7 +34,7 @@ def test_each_figure_cell_gets_the_alt_text_its_kernel_wrote():
     bare = nbformat.v4.new_code_cell("print(1)")
     bare.outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
     nb = nbformat.v4.new_notebook(cells=[one, two, bare])
-    figure_alt_text(nb)
+    alt_text_to_cell_options(nb)
     assert one.metadata["mystnb"]["image"]["alt"] == "Figure: loss against step"
     assert two.metadata["mystnb"]["image"]["alt"] == "Figure: a | Figure: b"
     assert "mystnb" not in bare.metadata
