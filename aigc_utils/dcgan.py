@@ -1,7 +1,8 @@
 r"""DCGAN on 28×28 images (Chapter 03): generator, discriminator, a conditional variant, training.
 
 The conditional $G$ gets a learned label embedding beside $z$, the conditional $D$ a projection
-term $\langle e(y), h(x)\rangle$ (Miyato & Koyama 2018). The GAN step: :mod:`aigc_utils.core.gan`.
+term $\langle e(y), h(x)\rangle$ (Miyato & Koyama 2018) and an auxiliary classifier head (AC-GAN,
+Odena et al. 2017). The GAN step, with its R1 penalty: :mod:`aigc_utils.core.gan`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .core.checkpoints import checkpoint_path, save_checkpoint
@@ -81,7 +83,8 @@ class Generator(nn.Module):
 
 
 class Discriminator(nn.Module):
-    r"""$\ell(x[, y])$: Conv+LReLU → Conv+BN+LReLU → linear logit (+ $\langle e(y), h\rangle$)."""
+    r"""$\ell(x[, y])$: Conv+LReLU → Conv+BN+LReLU → linear logit (+ $\langle e(y), h\rangle$);
+    a conditional $D$ also has a linear class head on $h$ (AC-GAN)."""
 
     def __init__(self, cfg: DCGANConfig) -> None:
         super().__init__()
@@ -96,15 +99,22 @@ class Discriminator(nn.Module):
         feat = c1 * cfg.base * cfg.base
         self.head = nn.Linear(feat, 1)
         self.embed = nn.Embedding(cfg.num_classes, feat) if cfg.num_classes else None
+        self.classify = nn.Linear(feat, cfg.num_classes) if cfg.num_classes else None
         if self.embed is not None:  # small like every other weight: N(0, 1) would make the
             nn.init.normal_(self.embed.weight, 0.0, 0.02)  # projection ±50 logits at the start
 
-    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        r"""Images (N, C, H, W) in [-1, 1] → logits (N,) with $D(x) = \sigma(\ell)$."""
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None,
+                class_weight: float = 0.0) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        r"""Images (N, C, H, W) in [-1, 1] → logits (N,) with $D(x) = \sigma(\ell)$; with
+        ``class_weight`` $\mu>0$ also $\mu\cdot\mathrm{CE}(\text{class head}(h), y)$ (AC-GAN)."""
         h = self.net(x)
         logit = self.head(h).squeeze(1)
-        if self.embed is not None:
-            logit = logit + (self.embed(_labels(y)) * h).sum(dim=1)
+        if self.embed is None or self.classify is None:
+            return logit
+        y = _labels(y)
+        logit = logit + (self.embed(y) * h).sum(dim=1)
+        if class_weight:
+            return logit, class_weight * F.cross_entropy(self.classify(h), y)
         return logit
 
 
@@ -131,11 +141,12 @@ def build_dcgan(cfg: DCGANConfig, seed: int = 0) -> tuple[Generator, Discriminat
 def train_dcgan(
     G: Generator, D: Discriminator, images: torch.Tensor, labels: torch.Tensor | None, *,
     steps: int, batch_size: int = 64, lr: float = 5e-4, betas: tuple[float, float] = (0.5, 0.999),
-    device: torch.device | str = "cpu", seed: int = 0, snapshot_every: int = 0,
-    evaluate: Callable[[], Mapping[str, float]] | None = None, eval_every: int = 0,
-    progress: bool = True,
+    r1: float = 0.0, class_weight: float = 0.0, device: torch.device | str = "cpu", seed: int = 0,
+    snapshot_every: int = 0, evaluate: Callable[[], Mapping[str, float]] | None = None,
+    eval_every: int = 0, progress: bool = True,
 ) -> tuple[History, list[tuple[int, torch.Tensor]]]:
-    """``steps`` rounds of :func:`~aigc_utils.core.gan.gan_step` on fresh batches and fresh noise.
+    """``steps`` rounds of :func:`~aigc_utils.core.gan.gan_step` on fresh batches and fresh noise,
+    with R1 weight ``r1`` and, for a conditional $D$, auxiliary class loss weight ``class_weight``.
 
     ``images`` are (N, C, H, W) in [0, 1] on the CPU. Returns the :class:`History` (``d_loss``,
     ``g_loss``, ``d_real``, ``d_fake`` per step; ``evaluate()`` every ``eval_every`` steps, $G$ in
@@ -157,7 +168,7 @@ def train_dcgan(
         y = labels[idx].to(device) if conditional else None
         z = torch.randn(batch_size, G.cfg.z_dim, generator=gen).to(device)  # fresh noise every step
         # D has batch norm: real and fake are scored in separate batches (joint=False)
-        return gan_step(lambda im: D(im, y), x, G(z, y), opt_d, opt_g)
+        return gan_step(lambda im: D(im, y, class_weight), x, G(z, y), opt_d, opt_g, r1=r1)
 
     def on_step(i: int) -> None:  # i = -1: before the first step
         if snapshot_every and ((i + 1) % snapshot_every == 0 or i + 1 == steps):

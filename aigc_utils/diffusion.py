@@ -4,7 +4,9 @@ The forward process $q(x_t\mid x_0)=\mathcal N(\sqrt{\bar\alpha_t}\,x_0,(1-\bar\
 under a linear or cosine (Nichol & Dhariwal 2021) schedule; a network trained to predict the velocity
 $v=\sqrt{\bar\alpha_t}\,\varepsilon-\sqrt{1-\bar\alpha_t}\,x_0$ (Salimans & Ho 2022) with min-SNR
 weighting (Hang et al. 2023) and label dropout for classifier-free guidance (Ho & Salimans 2022);
-DDPM ancestral and DDIM ($\eta=0$, Song et al. 2021) sampling on any sub-sequence of steps.
+DDPM ancestral and DDIM ($\eta=0$, Song et al. 2021) sampling on any sub-sequence of steps; and
+flow matching on the straight path $x_t=(1-t)x_0+t\varepsilon$ (Lipman et al. 2023; Liu et al. 2023)
+with the same network, loop and sampler interface (Euler steps).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +32,7 @@ SIZES = {
     "smoke": {"steps": 150, "batch": 64, "lr": 3e-3, "channels": (16, 32), "n_eval": 300,
               "sweep_n": 100, "sweep_steps": (5, 10), "guidance": (1.0, 2.0), "sample_steps": 5,
               "gan_steps": 60},
-    "cpu": {"steps": 2_500, "batch": 64, "lr": 3e-3, "channels": (16, 32), "n_eval": 1_000,
+    "cpu": {"steps": 2_200, "batch": 64, "lr": 3e-3, "channels": (16, 32), "n_eval": 1_000,
             "sweep_n": 300, "sweep_steps": (5, 10, 25), "guidance": (0.0, 1.0, 2.0, 4.0, 6.0),
             "sample_steps": 10, "gan_steps": 1_800},
     "gpu": {"steps": 10_000, "batch": 256, "lr": 1e-3, "channels": (64, 128), "n_eval": 10_000,
@@ -72,27 +75,49 @@ def q_sample(x0: torch.Tensor, t: torch.Tensor, alpha_bar: torch.Tensor,
 # --- the objective ---------------------------------------------------------------------------------
 
 
-def diffusion_loss(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, alpha_bar: torch.Tensor,
-                   gen: torch.Generator, p_uncond: float = 0.1, gamma: float = 5.0) -> torch.Tensor:
+def drop_labels(y: torch.Tensor, num_classes: int, p_uncond: float,
+                gen: torch.Generator) -> torch.Tensor:
+    """Label dropout: a share ``p_uncond`` of the labels becomes the null label ``num_classes``."""
+    drop = torch.rand(len(y), generator=gen).to(y.device) < p_uncond
+    return torch.where(drop, torch.full_like(y, num_classes), y)
+
+
+def diffusion_loss(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                   alpha_bar: torch.Tensor, p_uncond: float = 0.1,
+                   gamma: float = 5.0) -> torch.Tensor:
     r"""One training step's loss: noise $x_0$ to a random $t$, predict $v$, weight by min-SNR.
 
     With $v=\sqrt{\bar\alpha_t}\varepsilon-\sqrt{1-\bar\alpha_t}x_0$ the $v$-loss equals
     $(1+\mathrm{SNR}_t)$ times the $x_0$-loss, and $\min(\mathrm{SNR}_t,\gamma)/(\mathrm{SNR}_t+1)$
-    turns it into the min-SNR-$\gamma$ weighted $x_0$-loss. A share ``p_uncond`` of the labels is
-    replaced by the null label ``num_classes`` (label dropout), so one network learns both
-    $\varepsilon(x_t, t, y)$ and $\varepsilon(x_t, t, \varnothing)$.
+    turns it into the min-SNR-$\gamma$ weighted $x_0$-loss. Label dropout (``p_uncond``) lets one
+    network learn both $v(x_t, t, y)$ and $v(x_t, t, \varnothing)$.
     """
     n, T = len(x0), len(alpha_bar) - 1
     t = torch.randint(1, T + 1, (n,), generator=gen).to(x0.device)
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
-    drop = torch.rand(n, generator=gen).to(x0.device) < p_uncond
-    y = torch.where(drop, torch.full_like(y, model.num_classes), y)
+    y = drop_labels(y, model.num_classes, p_uncond, gen)
     ab = alpha_bar.to(x0.device)[t].float().view(-1, 1, 1, 1)
     v = ab.sqrt() * noise - (1 - ab).sqrt() * x0
     x_t = ab.sqrt() * x0 + (1 - ab).sqrt() * noise
     s = snr(ab)
     weight = torch.minimum(s, torch.full_like(s, gamma)) / (s + 1)
     return (weight * (model(x_t, t, y) - v) ** 2).mean()
+
+
+FLOW_TIME_SCALE = 1000.0  # flow time t in [0, 1] reaches the U-Net as 1000·t: diffusion's step range
+
+
+def flow_matching_loss(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
+                       p_uncond: float = 0.1) -> torch.Tensor:
+    r"""Flow matching on the straight path $x_t=(1-t)\,x_0+t\,\varepsilon$: regress its velocity
+    $u=\varepsilon-x_0$, at $t=\sigma(n)$, $n\sim\mathcal N(0,1)$ (logit-normal, Esser et al.
+    2024: more training on the middle of the path, where the velocity is hardest to guess)."""
+    t = torch.sigmoid(torch.randn(len(x0), generator=gen)).to(x0.device)
+    noise = torch.randn(x0.shape, generator=gen).to(x0.device)
+    y = drop_labels(y, model.num_classes, p_uncond, gen)
+    tt = t.view(-1, 1, 1, 1)
+    x_t = (1 - tt) * x0 + tt * noise
+    return ((model(x_t, t * FLOW_TIME_SCALE, y) - (noise - x0)) ** 2).mean()
 
 
 # --- the network -----------------------------------------------------------------------------------
@@ -164,12 +189,15 @@ class UNet(nn.Module):
 # --- training --------------------------------------------------------------------------------------
 
 
-def train_diffusion(model: UNet, images: torch.Tensor, labels: torch.Tensor,
-                    alpha_bar: torch.Tensor,
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], torch.Tensor]
+
+
+def train_diffusion(model: UNet, images: torch.Tensor, labels: torch.Tensor, loss: LossFn,
                     *, steps: int, batch_size: int = 64, lr: float = 2e-3, ema_decay: float = 0.995,
-                    p_uncond: float = 0.1, seed: int = 0, device: torch.device | str = "cpu",
+                    seed: int = 0, device: torch.device | str = "cpu", desc: str = "diffusion",
                     progress: bool = True) -> tuple[UNet, History]:
-    """AdamW with warm-up and cosine decay on fresh batches; returns an EMA copy of the weights
+    """``loss(model, x0, y, gen)`` (:func:`diffusion_loss` or :func:`flow_matching_loss`) minimised
+    by AdamW with warm-up and cosine decay on fresh batches; returns an EMA copy of the weights
     (decay ``ema_decay``, warmed up as $\\min(d, (1+i)/(10+i))$) and the :class:`History`."""
     model.to(device).train()
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -179,8 +207,7 @@ def train_diffusion(model: UNet, images: torch.Tensor, labels: torch.Tensor,
 
     def step(i: int) -> torch.Tensor:
         idx = torch.randint(0, len(images), (batch_size,), generator=gen)
-        return diffusion_loss(model, x_all[idx].to(device), labels[idx].to(device), alpha_bar, gen,
-                              p_uncond)
+        return loss(model, x_all[idx].to(device), labels[idx].to(device), gen)
 
     @torch.no_grad()
     def update_ema(i: int) -> None:
@@ -189,24 +216,30 @@ def train_diffusion(model: UNet, images: torch.Tensor, labels: torch.Tensor,
             pe.lerp_(pm, 1 - d)
 
     history = fit(step, steps, opt, scheduler=warmup_cosine_scheduler(opt, steps // 20, steps),
-                  clip=1.0, on_step=update_ema, desc="diffusion", progress=progress)
+                  clip=1.0, on_step=update_ema, desc=desc, progress=progress)
     return ema, history
 
 
 # --- sampling --------------------------------------------------------------------------------------
 
 
-def predict_x0_eps(model: UNet, x: torch.Tensor, t: int, y: torch.Tensor, ab: float,
-                   guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    r"""$(\hat x_0, \hat\varepsilon)$ from the $v$-prediction; with ``guidance`` $w\ne1$ the
-    classifier-free mix $\hat v=v_\varnothing+w\,(v_y-v_\varnothing)$ ($w=0$: unconditional)."""
+def guided(model: UNet, x: torch.Tensor, t: float, y: torch.Tensor,
+           guidance: float = 1.0) -> torch.Tensor:
+    r"""The network's output at step ``t``; with ``guidance`` $w\ne1$ the classifier-free mix
+    $o_\varnothing+w\,(o_y-o_\varnothing)$ of the outputs with label $y$ and with the null label
+    ($w=0$: unconditional)."""
     tt = torch.full((len(x),), t, device=x.device)
     if guidance == 1.0:
-        v = model(x, tt, y)
-    else:
-        null = torch.full_like(y, model.num_classes)
-        v_c, v_u = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null])).chunk(2)
-        v = v_u + guidance * (v_c - v_u)
+        return model(x, tt, y)
+    null = torch.full_like(y, model.num_classes)
+    out_y, out_null = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, null])).chunk(2)
+    return out_null + guidance * (out_y - out_null)
+
+
+def predict_x0_eps(model: UNet, x: torch.Tensor, t: int, y: torch.Tensor, ab: float,
+                   guidance: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""$(\hat x_0, \hat\varepsilon)$ from the (guided) $v$-prediction at step ``t``."""
+    v = guided(model, x, t, y, guidance)
     x0 = math.sqrt(ab) * x - math.sqrt(1 - ab) * v
     eps = math.sqrt(1 - ab) * x + math.sqrt(ab) * v
     return x0.clamp(-1, 1), eps
@@ -233,30 +266,46 @@ def ddpm_step(x: torch.Tensor, x0: torch.Tensor, ab_t: float, ab_s: float,
     return mean + math.sqrt((1 - ab_s) / (1 - ab_t) * beta) * noise
 
 
+def euler_step(x: torch.Tensor, u: torch.Tensor, t: float, s: float) -> torch.Tensor:
+    r"""One Euler step of the flow $\mathrm dx/\mathrm dt=u$ from time $t$ to $s<t$:
+    $x_s=x_t+(s-t)\,\hat u$."""
+    return x + (s - t) * u
+
+
 @torch.no_grad()
-def sample(model: UNet, alpha_bar: torch.Tensor, n: int, steps: int, *, method: str = "ddim",
-           labels: torch.Tensor | None = None, guidance: float = 1.0, seed: int = 0,
-           batch_size: int = 500, trajectory: bool = False,
+def sample(model: UNet, alpha_bar: torch.Tensor | None, n: int, steps: int, *,
+           method: str = "ddim", labels: torch.Tensor | None = None, guidance: float = 1.0,
+           seed: int = 0, batch_size: int = 500, trajectory: bool = False,
            device: torch.device | str = "cpu") -> torch.Tensor | tuple[torch.Tensor, list]:
-    """``n`` images in [0, 1] from pure noise in ``steps`` evenly spaced steps of ``method``
-    (``"ddim"`` or ``"ddpm"``); ``labels=None`` samples unconditionally (the null label).
+    """``n`` images in [0, 1] from pure noise in ``steps`` evenly spaced steps of ``method``:
+    ``"ddim"`` or ``"ddpm"`` for a diffusion model (on ``alpha_bar``), ``"euler"`` for a flow
+    (``alpha_bar`` unused); ``labels=None`` samples unconditionally (the null label).
     With ``trajectory``, also the list of ``(s, x_s, x̂_0)`` after each step (first batch only)."""
+    if method not in ("ddim", "ddpm", "euler"):
+        raise ValueError(f"unknown sampler {method!r}: use 'ddim', 'ddpm' or 'euler'")
     model.eval().to(device)
     gen = torch.Generator().manual_seed(seed)
-    T = len(alpha_bar) - 1
-    ts = torch.linspace(T, 0, steps + 1).round().long().tolist()
-    ab = alpha_bar.tolist()
+    if method != "euler" and alpha_bar is None:
+        raise ValueError(f"the {method} sampler needs the diffusion schedule alpha_bar")
+    ab = [] if alpha_bar is None else alpha_bar.tolist()
+    if method == "euler":  # flow time from 1 (noise) to 0 (data)
+        ts: list = torch.linspace(1, 0, steps + 1).tolist()
+    else:
+        ts = torch.linspace(len(ab) - 1, 0, steps + 1).round().long().tolist()
     y_all = torch.full((n,), model.num_classes) if labels is None else labels
     out, traj = [], []
     for start in range(0, n, batch_size):
         y = y_all[start : start + batch_size].to(device)
         x = torch.randn((len(y), 1, 28, 28), generator=gen).to(device)
         for t, s in zip(ts[:-1], ts[1:]):
-            x0, eps = predict_x0_eps(model, x, t, y, ab[t], guidance)
-            if method == "ddim":
-                x = ddim_step(x, x0, eps, ab[s])
+            if method == "euler":
+                u = guided(model, x, t * FLOW_TIME_SCALE, y, guidance)
+                x0 = (x - t * u).clamp(-1, 1)  # where the current velocity would end at t = 0
+                x = euler_step(x, u, t, s)
             else:
-                x = ddpm_step(x, x0, ab[t], ab[s], gen)
+                x0, eps = predict_x0_eps(model, x, t, y, ab[t], guidance)
+                x = ddim_step(x, x0, eps, ab[s]) if method == "ddim" else ddpm_step(
+                    x, x0, ab[t], ab[s], gen)
             if trajectory and start == 0:
                 traj.append((s, x.cpu(), x0.cpu()))
         out.append(((x.clamp(-1, 1) + 1) / 2).cpu())

@@ -30,7 +30,8 @@ def hand_count(z: int, g: tuple[int, int], d: tuple[int, int], classes: int) -> 
     n_d = (16 * d[0] + d[0]  # Conv 4×4 with bias
            + d[0] * d[1] * 16 + 2 * d[1]  # Conv 4×4 (no bias) + BN2d
            + d[1] * cells + 1  # linear head
-           + classes * d[1] * cells)  # projection embedding
+           + classes * d[1] * cells  # projection embedding
+           + classes * d[1] * cells + classes)  # auxiliary class head (linear, with bias)
     return n_g, n_d
 
 
@@ -49,7 +50,7 @@ def test_shapes_ranges_and_parameter_counts(num_classes):
             G(torch.randn(5, 8))
     default = DCGANConfig(num_classes=num_classes)
     G, D = build_dcgan(default)
-    want = {0: (240_321, 36_577), 10: (441_665, 67_937)}[num_classes]  # the page's pinned counts
+    want = {0: (240_321, 36_577), 10: (441_665, 99_307)}[num_classes]  # the page's pinned counts
     assert (count_parameters(G), count_parameters(D)) == want == hand_count(64, (64, 32), (32, 64),
                                                                             num_classes)
 
@@ -75,6 +76,16 @@ def test_projection_embedding_starts_small():
         projection = D(x, y) - D.head(h).squeeze(1)
     assert torch.allclose(projection, (w[y] * h).sum(1), atol=1e-5)
     assert projection.abs().max() < 5  # with N(0, 1) it is tens
+
+
+def test_conditional_d_returns_its_class_loss_on_request():
+    _, D = build_dcgan(DCGANConfig(z_dim=8, g_channels=(8, 4), d_channels=(4, 8), num_classes=10))
+    D.eval()
+    x, y = torch.rand(6, 1, 28, 28) * 2 - 1, torch.tensor([0, 1, 2, 3, 4, 9])
+    logits, class_loss = D(x, y, class_weight=0.5)
+    assert torch.allclose(logits, D(x, y))
+    want = 0.5 * F.cross_entropy(D.classify(D.net(x)), y)
+    assert class_loss.item() == pytest.approx(want.item(), rel=1e-6)
 
 
 def test_slerp_endpoints_and_norm():
@@ -181,6 +192,8 @@ def test_gpu_profile_models_take_one_step_on_cpu(one_thread):
                           num_classes=classes)
         G, D = build_dcgan(cfg, seed=p["seed"])
         hist, snaps = train_dcgan(G, D, images, labels if classes else None, steps=1, batch_size=2,
-                                  lr=p["LR"], betas=p["BETAS"], snapshot_every=1, progress=False)
+                                  lr=p["LR"], betas=p["BETAS"], snapshot_every=1, progress=False,
+                                  **({"r1": p["COND_R1"], "class_weight": p["COND_CLASS_WEIGHT"]}
+                                     if classes else {}))
         assert all(torch.isfinite(torch.tensor(v)).all() for v in hist.curves.values())
         assert snaps[-1][1].shape == (64, 1, 28, 28)

@@ -4,6 +4,7 @@ the gpu profile on the CPU."""
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import pytest
 import torch
@@ -87,7 +88,8 @@ def test_loss_against_a_hand_computation():
     x0 = torch.rand(5, 1, 28, 28) * 2 - 1
     y = torch.arange(5)
     model = UNet(UNetConfig(channels=(8, 16)))
-    loss = dm.diffusion_loss(model, x0, y, ab, torch.Generator().manual_seed(7), p_uncond=0.5, gamma=5.0)
+    loss = dm.diffusion_loss(model, x0, y, torch.Generator().manual_seed(7), ab, p_uncond=0.5,
+                             gamma=5.0)
     gen = torch.Generator().manual_seed(7)  # replay the same draws, in the same order
     t = torch.randint(1, 101, (5,), generator=gen)
     eps = torch.randn(x0.shape, generator=gen)
@@ -102,6 +104,49 @@ def test_loss_against_a_hand_computation():
         pred = model(x_t[None], t[i : i + 1], y_used[i : i + 1])[0]
         total += w * ((pred - v) ** 2).mean().item()
     assert loss.item() == pytest.approx(total / 5, rel=1e-4)
+
+
+def test_flow_matching_loss_against_a_hand_computation():
+    x0 = torch.rand(4, 1, 28, 28) * 2 - 1
+    y = torch.arange(4)
+    model = UNet(UNetConfig(channels=(8, 16)))
+    loss = dm.flow_matching_loss(model, x0, y, torch.Generator().manual_seed(3), p_uncond=0.5)
+    gen = torch.Generator().manual_seed(3)  # replay: t (logit-normal), noise, label dropout
+    t = 1 / (1 + torch.exp(-torch.randn(4, generator=gen)))
+    eps = torch.randn(x0.shape, generator=gen)
+    y_used = torch.where(torch.rand(4, generator=gen) < 0.5, torch.tensor(10), y)
+    total = 0.0
+    for i in range(4):
+        x_t = (1 - t[i]) * x0[i] + t[i] * eps[i]
+        pred = model(x_t[None], 1000 * t[i : i + 1], y_used[i : i + 1])[0]
+        total += ((pred - (eps[i] - x0[i])) ** 2).mean().item()
+    assert loss.item() == pytest.approx(total / 4, rel=1e-4)
+
+
+class _FlowOracle(torch.nn.Module):
+    """The exact velocity field of a flow whose data is the single image batch ``x0``."""
+
+    num_classes = 10
+
+    def __init__(self, x0):
+        super().__init__()
+        self.x0 = x0
+
+    def forward(self, x, t, y):
+        t = (t / dm.FLOW_TIME_SCALE).view(-1, 1, 1, 1)
+        return (x - self.x0) / t  # on x_t = (1 - t) x0 + t eps, u = eps - x0 = (x_t - x0) / t
+
+
+def test_euler_on_a_straight_path_is_exact_in_any_number_of_steps():
+    x0 = torch.rand(3, 1, 28, 28) * 2 - 1
+    for steps in (1, 4):
+        out = dm.sample(_FlowOracle(x0), None, 3, steps, method="euler", seed=5)
+        assert torch.allclose(out, (x0 + 1) / 2, atol=1e-5)
+    eps = torch.randn_like(x0)
+    x_t = 0.3 * x0 + 0.7 * eps
+    assert torch.allclose(dm.euler_step(x_t, eps - x0, 0.7, 0.2), 0.8 * x0 + 0.2 * eps, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        dm.sample(_FlowOracle(x0), None, 3, 2, method="heun")
 
 
 def test_unet_shape_and_time_and_label_sensitivity():
@@ -135,10 +180,13 @@ def test_gpu_profile_model_takes_one_step_on_cpu(one_thread):
     sizes = dm.SIZES["gpu"]
     model = UNet(UNetConfig(channels=sizes["channels"]))
     images, labels = torch.rand(4, 1, 28, 28), torch.arange(4)
-    ema, hist = dm.train_diffusion(model, images, labels, dm.cosine_alpha_bar(), steps=1,
-                                   batch_size=2, lr=sizes["lr"], progress=False)
-    assert math.isfinite(hist["loss"][0])
-    assert dm.sample(ema, dm.cosine_alpha_bar(), 2, 2, labels=torch.tensor([0, 1])).shape == (2, 1, 28, 28)
+    v_loss = partial(dm.diffusion_loss, alpha_bar=dm.cosine_alpha_bar())
+    for loss, method in ((v_loss, "ddim"), (dm.flow_matching_loss, "euler")):
+        ema, hist = dm.train_diffusion(model, images, labels, loss, steps=1, batch_size=2,
+                                       lr=sizes["lr"], progress=False)
+        assert math.isfinite(hist["loss"][0])
+        out = dm.sample(ema, dm.cosine_alpha_bar(), 2, 2, method=method, labels=torch.tensor([0, 1]))
+        assert out.shape == (2, 1, 28, 28)
     assert set(sizes) == set(dm.SIZES["cpu"]) == set(dm.SIZES["smoke"])
 
 

@@ -108,3 +108,48 @@ def test_joint_scoring_with_a_packed_discriminator_equals_separate_passes():
     (a, wa), (b, wb) = results
     assert a["d_loss"] == pytest.approx(b["d_loss"], rel=1e-6) and torch.allclose(wa, wb, atol=1e-7)
     assert packed(real).shape == (4, 1)
+
+
+def test_r1_penalty_of_a_linear_discriminator_is_half_its_squared_weight_norm():
+    D = nn.Linear(5, 1)
+    real = torch.randn(7, 5, requires_grad=True)
+    penalty = gan.r1_penalty(D(real).squeeze(1), real)
+    assert penalty.item() == pytest.approx(0.5 * D.weight.pow(2).sum().item(), rel=1e-6)
+    penalty.backward()  # create_graph: the penalty itself trains D
+    assert torch.allclose(D.weight.grad, D.weight.detach(), atol=1e-6)
+
+
+def test_gan_step_with_r1_and_a_class_loss_equals_the_update_written_out():
+    torch.manual_seed(4)
+    G, D, C = nn.Linear(2, 3), nn.Linear(3, 1), nn.Linear(3, 4)  # C: D's class head
+    real, z, y = torch.randn(8, 3), torch.randn(8, 2), torch.arange(8) % 4
+    G_ref, D_ref, C_ref = copy.deepcopy(G), copy.deepcopy(D), copy.deepcopy(C)
+
+    def discriminate(x):
+        return D(x).squeeze(1), F.cross_entropy(C(x), y)
+
+    opt_g = torch.optim.SGD(G.parameters(), lr=0.1)
+    opt_d = torch.optim.SGD([*D.parameters(), *C.parameters()], lr=0.1)
+    out = gan.gan_step(discriminate, real, G(z), opt_d, opt_g, r1=2.0)
+    with pytest.raises(ValueError, match="joint scoring"):
+        gan.gan_step(D, real, G(z), opt_d, opt_g, joint=True, r1=1.0)
+
+    ref_opt_g = torch.optim.SGD(G_ref.parameters(), lr=0.1)
+    ref_opt_d = torch.optim.SGD([*D_ref.parameters(), *C_ref.parameters()], lr=0.1)
+    fake, x = G_ref(z), real.clone().requires_grad_(True)
+    real_logits = D_ref(x).squeeze(1)
+    (grad,) = torch.autograd.grad(real_logits.sum(), x, create_graph=True)
+    d_adv = gan.discriminator_loss(real_logits, D_ref(fake.detach()).squeeze(1))
+    d_total = d_adv + F.cross_entropy(C_ref(x), y) + 2.0 * 0.5 * grad.pow(2).sum(1).mean()
+    ref_opt_d.zero_grad()
+    d_total.backward()
+    ref_opt_d.step()
+    g_adv = gan.generator_loss(D_ref(fake).squeeze(1))
+    ref_opt_g.zero_grad()
+    (g_adv + F.cross_entropy(C_ref(fake), y)).backward()
+    ref_opt_g.step()
+    for a, b in zip([*G.parameters(), *D.parameters(), *C.parameters()],
+                    [*G_ref.parameters(), *D_ref.parameters(), *C_ref.parameters()]):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert out["d_loss"] == pytest.approx(d_adv.item(), rel=1e-5)  # the adversarial parts only
+    assert out["g_loss"] == pytest.approx(g_adv.item(), rel=1e-5)
