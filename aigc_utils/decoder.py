@@ -358,6 +358,11 @@ def _count_of(keys: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor]) -> t
     return torch.where(grams[i] == keys, counts[i], 0).double()
 
 
+def _unigram(train: torch.Tensor, V: int, alpha: float) -> torch.Tensor:
+    r"""The add-$\alpha$ unigram model of ``train``: $p_1(c) = \frac{n(c)+\alpha}{N + \alpha V}$."""
+    return (torch.bincount(train, minlength=V).double() + alpha) / (train.numel() + alpha * V)
+
+
 def ngram_nll(train: Sequence[int] | torch.Tensor, val: Sequence[int] | torch.Tensor,
               vocab_size: int, order: int, alpha: float = 1.0) -> torch.Tensor:
     r"""Held-out NLL (nats) of each character ``val[1:]`` under an add-$\alpha$ n-gram model of
@@ -368,7 +373,7 @@ def ngram_nll(train: Sequence[int] | torch.Tensor, val: Sequence[int] | torch.Te
     use the longest context."""
     train, val = torch.as_tensor(train, dtype=torch.long), torch.as_tensor(val, dtype=torch.long)
     V = vocab_size
-    unigram = (torch.bincount(train, minlength=V).double() + alpha) / (train.numel() + alpha * V)
+    unigram = _unigram(train, V, alpha)
     p = unigram[val[1:]]  # p[t - 1]: the probability of val[t]
     for n in range(2, order + 1):
         grams, contexts = _gram_counts(train, n, V), _gram_counts(train[:-1], n - 1, V)
@@ -391,7 +396,7 @@ def bigram_sample(train: torch.Tensor, vocab_size: int, start: int, n: int, alph
                   generator: torch.Generator | None = None) -> list[int]:
     """``n`` characters drawn one at a time from the add-alpha bigram model of ``train``."""
     V = vocab_size
-    unigram = (torch.bincount(train, minlength=V).double() + alpha) / (train.numel() + alpha * V)
+    unigram = _unigram(train, V, alpha)
     pairs = torch.bincount(train[:-1] * V + train[1:], minlength=V * V).double().view(V, V)
     table = (pairs + alpha * V * unigram) / (pairs.sum(1, keepdim=True) + alpha * V)
     out = [start]
