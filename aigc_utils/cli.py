@@ -1,4 +1,5 @@
-"""``aigc-book``: run the chapters, build the book, install the offline assets, pin nbval outputs."""
+"""``aigc-book``: run the chapters, build the book, install the offline assets, pin nbval outputs,
+write the generated modules."""
 
 from __future__ import annotations
 
@@ -21,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     p_assets.add_argument("names", nargs="*", help="only these assets")
     p_pin = sub.add_parser("pin", help="store the outputs of cells tagged nbval-check-output from the executed copy")
     p_pin.add_argument("notebooks", nargs="+")
+    p_export = sub.add_parser("export", help="write the generated modules from the notebooks' #| export cells")
+    p_export.add_argument("notebooks", nargs="*", help="only these notebooks (default: every one)")
     args = parser.parse_args(argv)
 
     from . import runner
@@ -36,6 +39,11 @@ def main(argv: list[str] | None = None) -> int:
             from .core.assets import ensure_all
 
             ensure_all(args.names or None)
+            return 0
+        if args.command == "export":
+            chosen = [runner.resolve_notebook(name) for name in args.notebooks] or None
+            for module in runner.export_modules(chosen):
+                print(f"wrote {module}")
             return 0
         if args.command == "pin":
             for name in args.notebooks:

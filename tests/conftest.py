@@ -35,6 +35,7 @@ def one_thread():
 
 def notebook_parameters(stem: str) -> dict:
     """Execute notebook ``stem``'s cell tagged ``parameters`` and return its namespace (SIZES, BARS, …).
+    A visible sizes cell right after it (its first line starts with ``# Sizes per profile``) runs too.
 
     Tests use it to build each chapter's ``gpu``-profile models on the CPU, so a ``gpu`` configuration
     error fails CI even though CI has no GPU.
@@ -44,7 +45,11 @@ def notebook_parameters(stem: str) -> dict:
 
     path = Path(__file__).resolve().parents[1] / "notebooks" / f"{stem}.ipynb"
     cells = json.loads(path.read_text())["cells"]
-    source = next("".join(c["source"]) for c in cells if "parameters" in c.get("metadata", {}).get("tags", []))
+    at = next(i for i, c in enumerate(cells) if "parameters" in c.get("metadata", {}).get("tags", []))
+    sources = ["".join(c["source"]) for c in cells[at : at + 2]]
+    if not sources[-1].startswith("# Sizes per profile"):
+        sources = sources[:1]
     namespace: dict = {}
-    exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - the book's own notebook
+    for source in sources:
+        exec(compile(source, str(path), "exec"), namespace)  # noqa: S102 - the book's own notebook
     return namespace

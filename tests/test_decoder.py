@@ -1,4 +1,5 @@
-"""Chapter 05's GPT against HF's GPT-2 and PyTorch's attention; its KV cache against none."""
+"""Chapter 05's GPT (written on the page, generated into aigc_utils.decoder) against HF's GPT-2 and
+PyTorch's attention; its KV cache against none; its sampler and initialisation against their definitions."""
 
 from __future__ import annotations
 
@@ -13,23 +14,27 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from aigc_utils.core.train import warmup_cosine
 from aigc_utils.decoder import (
-    SIZES,
     CausalSelfAttention,
     CharTokenizer,
     Decoder,
     DecoderConfig,
-    from_hf_gpt2,
+    attention_maps,
     bigram_sample,
-    ngram_baselines,
+    from_hf_gpt2,
+    generate,
+    generate_cached,
     ngram_nll,
     random_batch,
+    sample_next_token,
     stream_loss,
     time_generation,
     token_nll,
     train_char_lm,
 )
+from conftest import notebook_parameters
 
 STEM = "05_transformer_decoder"
+SIZES = notebook_parameters(STEM)["SIZES"]
 
 
 def _hf_gpt2(seed: int = 0, vocab: int = 97, positions: int = 64) -> GPT2LMHeadModel:
@@ -81,7 +86,7 @@ def test_causal_mask_hides_the_future() -> None:
 def test_attention_maps_are_causal_distributions() -> None:
     torch.manual_seed(0)
     model = Decoder(DecoderConfig(vocab_size=50, block_size=32, n_layer=2, n_head=4, n_embd=32))
-    maps = model.attention_maps(torch.randint(0, 50, (16,)))
+    maps = attention_maps(model, torch.randint(0, 50, (16,)))
     assert maps.shape == (2, 4, 16, 16)
     assert torch.allclose(maps.sum(-1), torch.ones(2, 4, 16), atol=1e-6)
     assert maps.triu(diagonal=1).abs().max().item() == 0.0
@@ -111,14 +116,13 @@ def test_cached_and_uncached_generation_identical(greedy: bool) -> None:
     model = Decoder(config).eval()
     prompt = torch.randint(0, 60, (3, 5), generator=torch.Generator().manual_seed(6))
     outs = [
-        model.generate(prompt, 40, greedy=greedy, top_k=20, use_cache=c,
-                       generator=torch.Generator().manual_seed(7))
-        for c in (False, True)
+        sampler(model, prompt, 40, greedy=greedy, top_k=20, generator=torch.Generator().manual_seed(7))
+        for sampler in (generate, generate_cached)
     ]
     assert outs[0].shape == (3, 45)
     assert torch.equal(outs[0], outs[1])
     with pytest.raises(ValueError):
-        model.generate(prompt, 46)
+        generate_cached(model, prompt, 46)
 
 
 def test_char_tokenizer_roundtrip_and_unk() -> None:
@@ -128,10 +132,14 @@ def test_char_tokenizer_roundtrip_and_unk() -> None:
     assert tok.encode("夜") == [0] and tok.decode([0]) == tok.unk
 
 
+def _mean_nll(train: list[int], val: list[int], vocab_size: int, order: int, alpha: float) -> float:
+    return ngram_nll(train, val, vocab_size, order, alpha).mean().item()
+
+
 def test_ngram_baselines_uniform_text() -> None:
-    base = ngram_baselines([0, 1, 2, 3] * 50, [0, 1, 2, 3] * 10, vocab_size=4, alpha=1.0)
-    assert base["unigram"] == pytest.approx(math.log(4), abs=1e-9)
-    assert base["bigram"] < 0.1  # a cycle is fully predictable from the previous character
+    train, val = [0, 1, 2, 3] * 50, [0, 1, 2, 3] * 10
+    assert _mean_nll(train, val, 4, 1, alpha=1.0) == pytest.approx(math.log(4), abs=1e-9)
+    assert _mean_nll(train, val, 4, 2, alpha=1.0) < 0.1  # a cycle: the previous character tells the next
 
 
 def _ngram_reference(train: list[int], val: list[int], V: int, order: int, alpha: float) -> list[float]:
@@ -165,9 +173,9 @@ def test_ngram_nll_matches_a_dictionary_reference(order: int) -> None:
 def test_trigram_predicts_a_pattern_the_bigram_cannot() -> None:
     # after 0 comes 1 or 2 with equal counts; which one is fixed by the character before the 0
     train = [3, 0, 1, 4, 0, 2] * 100
-    base = ngram_baselines(train, train[:60], vocab_size=5, alpha=0.01, order=3)
-    assert base["bigram"] > 0.1 and base["trigram"] < 0.01
-    assert base["trigram"] < base["bigram"] < base["unigram"]
+    unigram, bigram, trigram = (_mean_nll(train, train[:60], 5, n, alpha=0.01) for n in (1, 2, 3))
+    assert bigram > 0.1 and trigram < 0.01
+    assert trigram < bigram < unigram
 
 
 def test_bigram_sample_follows_a_deterministic_cycle() -> None:
@@ -182,7 +190,7 @@ def test_uncached_generation_slides_past_the_context() -> None:
     prompt = torch.tensor([[1, 2, 3]])
     fed: list[int] = []
     hook = model.wte.register_forward_hook(lambda m, inputs, out: fed.append(inputs[0].size(1)))
-    out = model.generate(prompt, 20, greedy=True, use_cache=False)
+    out = generate(model, prompt, 20, greedy=True)
     hook.remove()
     assert fed == [min(3 + i, 8) for i in range(20)]  # the whole sequence, at most the last 8
     idx = prompt
@@ -191,7 +199,7 @@ def test_uncached_generation_slides_past_the_context() -> None:
             idx = torch.cat([idx, model(idx[:, -8:]).logits[:, -1].argmax(-1, keepdim=True)], 1)
     assert out.shape == (1, 23) and torch.equal(out, idx)
     with pytest.raises(ValueError):  # the cache cannot go past the learned positions
-        model.generate(prompt, 20, greedy=True, use_cache=True)
+        generate_cached(model, prompt, 20, greedy=True)
 
 
 def test_token_nll_is_per_token_and_its_mean_is_stream_loss() -> None:
@@ -287,16 +295,19 @@ def test_time_generation_compares_like_with_like() -> None:
     assert timing["speedup"] == pytest.approx(timing["seconds_no_cache"] / timing["seconds_cache"])
 
 
-def test_notebook_shows_the_attention_and_cache_it_runs() -> None:
+def test_the_page_runs_the_model_it_defines() -> None:
+    """The attention, decoder and both samplers are written in the page's exported cells, and the page
+    trains and samples from them, never from the module it generates."""
     path = Path(__file__).resolve().parents[1] / "notebooks" / f"{STEM}.ipynb"
     code = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"]
             if c["cell_type"] == "code"]
+    exported = "\n".join(c for c in code if c.startswith("#| export"))
+    for definition in ("class CausalSelfAttention(", "class Decoder(", "def init_gpt2_weights(",
+                       "def sample_next_token(", "def generate(", "def generate_cached("):
+        assert definition in exported, definition
     text = "\n".join(code)
-    assert "show_source(CausalSelfAttention.forward)" in text
-    assert "show_source(Decoder.generate)" in text
-    # the model the page trains and samples from is this Decoder, whose blocks run that attention
-    assert "Decoder(model_config)" in text and "model.generate(" in text
-    assert "CausalSelfAttention" not in "".join(c for c in code if "class " in c)  # not redefined
+    assert "aigc_utils.decoder" not in text and "from aigc_utils import decoder" not in text
+    assert "Decoder(model_config)" in text and "generate(model, prompt" in text
 
 
 def test_gpu_profile_builds_and_takes_one_step_on_cpu(one_thread) -> None:
@@ -311,3 +322,51 @@ def test_gpu_profile_builds_and_takes_one_step_on_cpu(one_thread) -> None:
                       lr=cfg["lr"], warmup=0, progress=False)
     assert len(h["loss"]) == 1 and h["loss"][0] == pytest.approx(math.log(2600), abs=0.3)
     assert not torch.equal(before, model.wte.weight)  # the step updated the weights
+
+
+def test_top_k_draws_only_and_all_of_the_k_largest_logits() -> None:
+    # six close logits, then a tail: a seventh candidate would be drawn often if it survived the filter
+    logits = torch.tensor([0.3, 2.0, -1.0, 1.9, 1.6, 0.5, 1.8, 1.7, -3.0, 1.5])
+    order = logits.argsort(descending=True).tolist()  # 1, 3, 6, 7, 4, 9, ...
+    for k in (1, 3, 5):
+        draws = sample_next_token(logits.expand(4000, -1), top_k=k,
+                                  generator=torch.Generator().manual_seed(k)).flatten()
+        counts = torch.bincount(draws, minlength=10).double()
+        assert set(draws.tolist()) == set(order[:k])  # only the k largest, and every one of them
+        expected = torch.zeros(10).index_put_((torch.tensor(order[:k]),), logits[order[:k]].softmax(0))
+        assert torch.allclose(counts / 4000, expected.double(), atol=0.03)  # in renormalised proportions
+    # k larger than the vocabulary: every token stays
+    wide = sample_next_token(logits.expand(4000, -1), top_k=50, generator=torch.Generator().manual_seed(0))
+    assert set(wide.flatten().tolist()) == set(range(10))
+
+
+def test_top_1_sampling_is_greedy_decoding() -> None:
+    """Generation with top_k=1 may only ever draw the largest logit, with or without the cache."""
+    torch.manual_seed(0)
+    model = Decoder(DecoderConfig(vocab_size=40, block_size=24, n_layer=1, n_head=2, n_embd=32)).eval()
+    with torch.no_grad():
+        model.lm_head.weight.mul_(20)  # spread logits: a second candidate would be drawn at once
+    prompt = torch.randint(0, 40, (4, 3), generator=torch.Generator().manual_seed(1))
+    greedy = generate(model, prompt, 20, greedy=True)
+    for sampler in (generate, generate_cached):
+        top1 = sampler(model, prompt, 20, temperature=2.0, top_k=1,
+                       generator=torch.Generator().manual_seed(2))
+        assert torch.equal(top1, greedy)
+
+
+def test_residual_projections_start_with_gpt2_scaled_init() -> None:
+    """GPT-2's initialisation: N(0, 0.02²) weights, zero biases, c_proj weights with std 0.02/sqrt(2L)."""
+    torch.manual_seed(0)
+    config = DecoderConfig(vocab_size=500, block_size=64, n_layer=6, n_head=4, n_embd=128)
+    params = dict(Decoder(config).named_parameters())
+    projections = [name for name in params if name.endswith("c_proj.weight")]
+    assert len(projections) == 2 * config.n_layer  # attention's W^O and the MLP's second layer, per block
+    for name, p in params.items():
+        if p.dim() == 2:  # wte (tied to lm_head), wpe, c_attn, c_fc, c_proj
+            expected = 0.02 / math.sqrt(2 * config.n_layer) if name in projections else 0.02
+            assert p.mean().abs().item() < 0.1 * expected, name
+            assert p.std().item() == pytest.approx(expected, rel=0.03), name
+        elif "ln_" in name:  # LayerNorm: weight 1, bias 0
+            assert torch.equal(p, torch.full_like(p, float(name.endswith("weight")))), name
+        else:  # the linear layers' biases
+            assert torch.count_nonzero(p) == 0, name

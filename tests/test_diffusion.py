@@ -1,16 +1,51 @@
-"""Chapter 10's diffusion model: the forward process, the schedules, the loss, the U-Net, the samplers,
-the gpu profile on the CPU."""
+"""Chapter 10's diffusion model (generated from notebooks/10_diffusion.ipynb): the forward process, the
+schedules, the losses, the U-Net, the DDPM posterior, the EMA, the samplers and guidance, the gpu
+profile on the CPU, and chapter 03's GAN as the opponent."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
+from conftest import notebook_parameters
 
 from aigc_utils import diffusion as dm
 from aigc_utils.diffusion import UNet, UNetConfig
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "10_diffusion.ipynb"
+
+
+def output_moves_with_t_and_y(model: torch.nn.Module, seed: int = 0) -> tuple[float, float]:
+    """Mean change of the output when only the step t changes, and when only the label y changes."""
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        base = model(x, torch.tensor([100, 100]), torch.tensor([1, 2]))
+        by_t = (model(x, torch.tensor([700, 700]), torch.tensor([1, 2])) - base).abs().mean().item()
+        by_y = (model(x, torch.tensor([100, 100]), torch.tensor([5, 10])) - base).abs().mean().item()
+    return by_t, by_y
+
+
+def seeing_unet(seed: int = 0) -> UNet:
+    """A small U-Net at a width where each GroupNorm group holds several channels, so that the
+    per-channel time/label bias survives the normalisation: its output demonstrably moves with t and y."""
+    torch.manual_seed(seed)
+    model = UNet(UNetConfig(channels=(16, 32))).eval()
+    by_t, by_y = output_moves_with_t_and_y(model, seed)
+    assert by_t > 1e-3 and by_y > 1e-3, "this test network must see its conditioning"
+    return model
+
+
+def test_at_eight_channels_groupnorm_erases_the_conditioning():
+    """Why the tests use `seeing_unet`: with 8 channels in 8 groups each channel is its own group, and
+    GroupNorm subtracts the per-channel bias that carries t and y, so the network ignores both."""
+    torch.manual_seed(0)
+    by_t, by_y = output_moves_with_t_and_y(UNet(UNetConfig(channels=(8, 8))).eval())
+    assert by_t < 1e-5 and by_y < 1e-5
 
 
 def test_schedule_endpoints():
@@ -77,17 +112,19 @@ def test_ddim_is_deterministic_and_recovers_x0_with_the_true_noise():
     x_t = dm.q_sample(x0, torch.full((4,), 600), ab, eps)
     x_s = dm.ddim_step(x_t, x0, eps, ab[200].item())
     assert torch.allclose(x_s, dm.q_sample(x0, torch.full((4,), 200), ab, eps), atol=1e-5)
-    # DDPM draws fresh noise on the way, so its path depends on the seed
-    c = dm.sample(UNet(UNetConfig(channels=(8, 8))), ab, 2, 3, method="ddpm", seed=1)
-    d = dm.sample(UNet(UNetConfig(channels=(8, 8))), ab, 2, 3, method="ddpm", seed=2)
-    assert not torch.equal(c, d)
+    # DDPM draws fresh noise on the way, so its path depends on the seed (and only on it), with a
+    # network that sees t and y
+    model = seeing_unet()
+    c, c_again, d = (dm.sample(model, ab, 2, 3, method="ddpm", labels=torch.tensor([0, 1]), seed=s)
+                     for s in (1, 1, 2))
+    assert torch.equal(c, c_again) and not torch.equal(c, d)
 
 
 def test_loss_against_a_hand_computation():
     ab = dm.cosine_alpha_bar(100)
     x0 = torch.rand(5, 1, 28, 28) * 2 - 1
     y = torch.arange(5)
-    model = UNet(UNetConfig(channels=(8, 16)))
+    model = seeing_unet()
     loss = dm.diffusion_loss(model, x0, y, torch.Generator().manual_seed(7), ab, p_uncond=0.5,
                              gamma=5.0)
     gen = torch.Generator().manual_seed(7)  # replay the same draws, in the same order
@@ -109,7 +146,7 @@ def test_loss_against_a_hand_computation():
 def test_flow_matching_loss_against_a_hand_computation():
     x0 = torch.rand(4, 1, 28, 28) * 2 - 1
     y = torch.arange(4)
-    model = UNet(UNetConfig(channels=(8, 16)))
+    model = seeing_unet()
     loss = dm.flow_matching_loss(model, x0, y, torch.Generator().manual_seed(3), p_uncond=0.5)
     gen = torch.Generator().manual_seed(3)  # replay: t (logit-normal), noise, label dropout
     t = 1 / (1 + torch.exp(-torch.randn(4, generator=gen)))
@@ -167,17 +204,121 @@ def test_unet_shape_and_time_and_label_sensitivity():
 
 def test_guidance_mixes_conditional_and_unconditional_predictions():
     ab = dm.cosine_alpha_bar()
-    model = UNet(UNetConfig(channels=(8, 8)))
+    model = seeing_unet()
     x, y = torch.randn(2, 1, 28, 28), torch.tensor([0, 1])
     x0_c, _ = dm.predict_x0_eps(model, x, 400, y, ab[400].item(), guidance=1.0)
     x0_u, _ = dm.predict_x0_eps(model, x, 400, torch.full_like(y, 10), ab[400].item(), guidance=1.0)
     x0_0, _ = dm.predict_x0_eps(model, x, 400, y, ab[400].item(), guidance=0.0)
     x0_1, _ = dm.predict_x0_eps(model, x, 400, y, ab[400].item(), guidance=1.0 + 1e-9)
+    assert not torch.allclose(x0_c, x0_u, atol=1e-3), "the label must matter, or this test proves nothing"
     assert torch.allclose(x0_0, x0_u, atol=1e-5) and torch.allclose(x0_1, x0_c, atol=1e-5)
+    # w = 3, written out: v_null + 3 (v_y - v_null)
+    with torch.no_grad():
+        tt = torch.full((2,), 400.0)
+        v_y, v_null = model(x, tt, y), model(x, tt, torch.full_like(y, 10))
+        assert torch.allclose(dm.guided(model, x, 400, y, 3.0), v_null + 3 * (v_y - v_null), atol=1e-5)
+
+
+def test_ddpm_posterior_mean_and_variance_match_the_closed_form():
+    """Ho et al. (2020), eq. 7: q(x_{t-1} | x_t, x_0) = N(μ̃_t, β̃_t) with
+    μ̃_t = √ᾱ_{t-1} β_t / (1 - ᾱ_t) x_0 + √α_t (1 - ᾱ_{t-1}) / (1 - ᾱ_t) x_t,
+    β̃_t = (1 - ᾱ_{t-1}) / (1 - ᾱ_t) β_t."""
+    gen = torch.Generator().manual_seed(0)
+    x0, x_t = torch.randn(3, 1, 4, 4, generator=gen), torch.randn(3, 1, 4, 4, generator=gen)
+    for ab in (dm.cosine_alpha_bar(), dm.linear_alpha_bar()):
+        for t in (2, 10, 300, 700, 1000):
+            a_t, a_prev = ab[t].item(), ab[t - 1].item()
+            beta = 1 - a_t / a_prev  # the schedule's β_t
+            mu = ((math.sqrt(a_prev) * beta / (1 - a_t)) * x0
+                  + (math.sqrt(1 - beta) * (1 - a_prev) / (1 - a_t)) * x_t)  # √α_t = √(1 - β_t)
+            var = (1 - a_prev) / (1 - a_t) * beta
+            mean, variance = dm.ddpm_posterior(x_t, x0, a_t, a_prev)
+            assert torch.allclose(mean, mu, atol=1e-5, rtol=1e-5)
+            assert variance == pytest.approx(var, rel=1e-9)
+            # the step is that Gaussian: the mean plus √β̃ times the generator's next normal draw
+            step = dm.ddpm_step(x_t, x0, a_t, a_prev, torch.Generator().manual_seed(t))
+            z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(t))
+            assert torch.allclose(step, mu + math.sqrt(var) * z, atol=1e-5, rtol=1e-5)
+    # a respaced step t -> s < t - 1 keeps the marginal: if x_t ~ q(x_t|x_0), the draw is ~ q(x_s|x_0)
+    ab = dm.cosine_alpha_bar()
+    for t, s in ((1000, 800), (600, 400), (200, 1)):
+        a_t, a_s = ab[t].item(), ab[s].item()
+        c_x0 = dm.ddpm_posterior(torch.zeros(1), torch.ones(1), a_t, a_s)[0].item()
+        c_xt, var = dm.ddpm_posterior(torch.ones(1), torch.zeros(1), a_t, a_s)
+        assert c_x0 + c_xt.item() * math.sqrt(a_t) == pytest.approx(math.sqrt(a_s), rel=1e-6)
+        assert c_xt.item() ** 2 * (1 - a_t) + var == pytest.approx(1 - a_s, rel=1e-6)
+    # the last step (s = 0) returns the mean, no noise: the estimate of x0
+    assert torch.allclose(dm.ddpm_step(x_t, x0, ab[50].item(), 1.0, gen), x0, atol=1e-6)
+
+
+def test_ema_update_direction_and_size():
+    """ema ← d·ema + (1 - d)·θ, with d warmed up as min(decay, (1 + i) / (10 + i)) after step i."""
+    ema, theta = torch.nn.ParameterList([torch.full((3,), 2.0)]), torch.nn.ParameterList([-torch.ones(3)])
+    dm.update_ema(ema, theta, 0.9)
+    assert torch.allclose(ema[0], torch.full((3,), 0.9 * 2.0 + 0.1 * -1.0))
+    assert torch.equal(theta[0], -torch.ones(3))  # the trained weights are left alone
+    assert [dm.ema_decay_at(i, 0.995) for i in (0, 10, 10_000)] == [0.1, 11 / 20, 0.995]
+    # and train_diffusion applies it after each step, to the weights that step produced
+    torch.manual_seed(0)
+    model = UNet(UNetConfig(channels=(16, 32)))
+    theta0 = copy.deepcopy(model.state_dict())
+    seen = []
+
+    def loss(m, x0, y, gen):
+        seen.append(copy.deepcopy(m.state_dict()))  # the weights before this step's update
+        return dm.flow_matching_loss(m, x0, y, gen)
+
+    ema_model, _ = dm.train_diffusion(model, torch.rand(8, 1, 28, 28), torch.arange(8) % 10, loss,
+                                      steps=2, batch_size=4, lr=1e-2, progress=False)
+    theta1, theta2 = seen[1], model.state_dict()
+    d0, d1 = 0.1, 2 / 11
+    for name, got in ema_model.state_dict().items():
+        want = d1 * (d0 * theta0[name] + (1 - d0) * theta1[name]) + (1 - d1) * theta2[name]
+        assert torch.allclose(got, want, atol=1e-6), name
+    assert not torch.allclose(theta2["head.2.weight"], theta0["head.2.weight"])  # it did train
+
+
+@pytest.mark.parametrize("method, guidance", [("ddim", 2.0), ("ddpm", 1.0), ("euler", 2.0)])
+def test_the_samplers_first_step_from_pure_noise_is_the_formula_written_out(method, guidance):
+    ab_t = dm.cosine_alpha_bar()
+    model = seeing_unet()
+    y, null = torch.tensor([3, 8]), torch.tensor([10, 10])
+    _, traj = dm.sample(model, None if method == "euler" else ab_t, 2, 4, method=method, labels=y,
+                        guidance=guidance, seed=11, trajectory=True)
+    gen = torch.Generator().manual_seed(11)
+    x_T = torch.randn(2, 1, 28, 28, generator=gen)  # pure noise
+
+    def net(t: float) -> torch.Tensor:  # the (guided) network output at time t, written out
+        with torch.no_grad():
+            out_y = model(x_T, torch.full((2,), t), y)
+            out_null = model(x_T, torch.full((2,), t), null)
+        return out_null + guidance * (out_y - out_null)
+
+    s, x_s, x0_hat = traj[0]
+    if method == "euler":  # flow time 1 → 0.75
+        u = net(1000.0)
+        assert s == pytest.approx(0.75)
+        assert torch.allclose(x_s, x_T + (0.75 - 1.0) * u, atol=1e-5)
+        assert torch.allclose(x0_hat, (x_T - u).clamp(-1, 1), atol=1e-5)
+        return
+    a, a_s = ab_t[1000].item(), ab_t[750].item()  # step T = 1000 → 750
+    v = net(1000.0)
+    x0 = (math.sqrt(a) * x_T - math.sqrt(1 - a) * v).clamp(-1, 1)
+    eps = math.sqrt(1 - a) * x_T + math.sqrt(a) * v
+    if method == "ddim":
+        want = math.sqrt(a_s) * x0 + math.sqrt(1 - a_s) * eps
+    else:
+        beta = 1 - a / a_s
+        mean = (math.sqrt(a_s) * beta * x0 + math.sqrt(1 - beta) * (1 - a_s) * x_T) / (1 - a)
+        want = mean + math.sqrt((1 - a_s) / (1 - a) * beta) * torch.randn(x_T.shape, generator=gen)
+    assert s == 750
+    assert torch.allclose(x0_hat, x0, atol=1e-5)
+    assert torch.allclose(x_s, want, atol=1e-5)
 
 
 def test_gpu_profile_model_takes_one_step_on_cpu(one_thread):
-    sizes = dm.SIZES["gpu"]
+    sizes_table = notebook_parameters("10_diffusion")["SIZES"]
+    sizes = sizes_table["gpu"]
     model = UNet(UNetConfig(channels=sizes["channels"]))
     images, labels = torch.rand(4, 1, 28, 28), torch.arange(4)
     v_loss = partial(dm.diffusion_loss, alpha_bar=dm.cosine_alpha_bar())
@@ -187,21 +328,30 @@ def test_gpu_profile_model_takes_one_step_on_cpu(one_thread):
         assert math.isfinite(hist["loss"][0])
         out = dm.sample(ema, dm.cosine_alpha_bar(), 2, 2, method=method, labels=torch.tensor([0, 1]))
         assert out.shape == (2, 1, 28, 28)
-    assert set(sizes) == set(dm.SIZES["cpu"]) == set(dm.SIZES["smoke"])
+    assert set(sizes) == set(sizes_table["cpu"]) == set(sizes_table["smoke"])
 
 
 def test_chapter10_finds_the_gan_chapter03_shares(tmp_path, monkeypatch):
-    """Chapter 03 caches its trained generator under `generator_key`; chapter 10 loads that one and
-    never trains its fallback when it is there."""
+    """Chapter 03 caches its trained generator under `generator_key`; chapter 10 asks chapter 03's own
+    `trained_generator` for it (no config or learning rate re-typed), which loads that one and never
+    trains its fallback when it is there."""
     from aigc_utils import dcgan
 
     monkeypatch.setenv("AIGC_CACHE", str(tmp_path))
-    G, _ = dcgan.build_dcgan(dcgan.DCGANConfig(), seed=3)
+    cfg, sizes = dcgan.dcgan_config(), dcgan.SIZES["cpu"]
+    G, _ = dcgan.build_dcgan(cfg, seed=3)
     with torch.no_grad():
         for p in G.parameters():
             p.add_(0.5)  # weights no fresh build has
-    dcgan.share_generator(G, dcgan.generator_key(dcgan.DCGANConfig(), 1800, 64, 5e-4, 0), 12.5)
+    key = dcgan.generator_key(cfg, sizes["steps_uncond"], sizes["batch"], dcgan.LR, 0)
+    dcgan.share_generator(G, key, 12.5)  # what chapter 03's page does after training
     images = torch.zeros(4, 1, 28, 28)
-    loaded, info, hit = dm.chapter03_gan(images, 1800, fallback_steps=1, batch_size=64, seed=0)
-    assert hit and info == {"steps": 1800, "train_seconds": 12.5}
+    loaded, info, hit = dcgan.trained_generator(images, "cpu", fallback_steps=1, seed=0)
+    assert hit and info == {"steps": sizes["steps_uncond"], "train_seconds": 12.5}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
+    # and that is the call chapter 10's page makes, with no chapter 03 setting typed on the page
+    cells = json.loads(NOTEBOOK.read_text())["cells"]
+    page = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "dcgan.trained_generator(x_train, ch.profile.name," in page
+    assert "dcgan.fashion_referee(ch.profile.name," in page
+    assert "DCGANConfig(" not in page and "5e-4" not in page and "dcgan.SIZES" not in page

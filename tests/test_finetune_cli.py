@@ -1,4 +1,5 @@
-"""Chapter 06 beyond one machine: ``finetune_cli`` run for real, as two CPU processes and as one.
+"""Chapter 06 beyond one machine: ``finetune_cli`` (generated from the notebook's ``#| export finetune_cli``
+cells) run for real, as two CPU processes and as one, and as ``python -m``.
 
 Two processes with a per-process batch of B and one process with a batch of 2B see the same blocks
 at every optimizer step, so after the same steps they must hold the same parameters. Only a real
@@ -77,7 +78,19 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
 
 
 def test_the_tested_command_is_the_documented_one():
-    assert "torchrun " + " ".join(TWO_CPU_PROCESSES) in finetune_cli.__doc__
+    cells = json.loads((ROOT / "notebooks" / "06_gpt2_finetuning.ipynb").read_text())["cells"]
+    prose = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert "torchrun " + " ".join(TWO_CPU_PROCESSES) in prose
+
+
+def test_python_dash_m_runs_the_script():
+    """`python -m aigc_utils.finetune_cli` reaches main() through the module's __main__ guard (importing
+    it, as this file does, runs nothing)."""
+    env = {**os.environ, "AIGC_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run([sys.executable, "-m", "aigc_utils.finetune_cli", "--help"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == finetune_cli.build_parser().format_help()
 
 
 def test_two_processes_read_disjoint_shards_of_the_same_steps(runs):

@@ -1,21 +1,22 @@
-"""Chapter 02: D*, C(G) = -log 4 + 2 JSD, the generator losses (scipy / autograd as oracles), and
-PacGAN's 2-D toy problems: the mixtures, the mode / high-quality metrics, packing, training, the cache."""
+"""Chapter 02: D*, C(G) = -log 4 + 2 JSD, the GAN losses and the D / G step (torch's binary
+cross-entropy, scipy, autograd and the step written out by hand as oracles), and PacGAN's 2-D toy
+problems: the mixtures, the mode / high-quality metrics, packing, training, the cache."""
 
 from __future__ import annotations
 
-import json
+import copy
 import math
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import notebook_parameters
 from scipy.spatial.distance import jensenshannon
+from torch import nn
 
 from aigc_utils import gan_math
-from aigc_utils.core.gan import discriminator_loss, generator_loss
 from aigc_utils.gan_math import (
     LOG4,
     GaussianMixture1D,
@@ -25,13 +26,19 @@ from aigc_utils.gan_math import (
     as_probability,
     c_of_g,
     cached_pacgans,
+    d_step,
+    discriminator_loss,
     early_training_1d,
+    g_step,
+    gan_value,
+    generator_loss,
     generator_logit_gradients,
     grid_problem,
     jensen_shannon,
     lr_factor,
     mode_metrics,
     optimal_discriminator,
+    packed_d_step,
     ring_problem,
     train_discriminator_1d,
     train_pacgan,
@@ -109,6 +116,83 @@ def test_discriminator_loss_is_minus_the_sampled_value():
     d = lambda x: 1 / (1 + np.exp(-2.0 * x))  # noqa: E731 - D = sigmoid(2x), logits 2x
     v = value_by_sampling(d, real.double().numpy(), fake.double().numpy())
     assert discriminator_loss(2 * real, 2 * fake).item() == pytest.approx(-v, rel=1e-5)
+
+
+def test_losses_equal_binary_cross_entropy():
+    torch.manual_seed(0)
+    real, fake = torch.randn(32) * 3, torch.randn(32) * 3
+    bce = F.binary_cross_entropy_with_logits
+    d_ref = bce(real, torch.ones(32)) + bce(fake, torch.zeros(32))
+    assert discriminator_loss(real, fake).item() == pytest.approx(d_ref.item(), rel=1e-6)
+    assert gan_value(real, fake).item() == pytest.approx(-d_ref.item(), rel=1e-6)
+    assert generator_loss(fake).item() == pytest.approx(bce(fake, torch.ones(32)).item(), rel=1e-6)
+    g_sat = torch.log(1 - torch.sigmoid(fake)).mean()
+    assert generator_loss(fake, non_saturating=False).item() == pytest.approx(g_sat.item(), rel=1e-5)
+
+
+def test_generator_gradients_saturate_only_for_the_minimax_loss():
+    # d L / d logit = -D(G(z)) (saturating) and -(1 - D(G(z))) (non-saturating), per sample / N
+    logits = torch.tensor([-8.0, 0.0, 3.0], requires_grad=True)
+    d = torch.sigmoid(logits.detach())
+    (g_sat,) = torch.autograd.grad(generator_loss(logits, non_saturating=False), logits)
+    (g_ns,) = torch.autograd.grad(generator_loss(logits), logits)
+    assert g_sat.tolist() == pytest.approx((-d / 3).tolist(), abs=1e-7)
+    assert g_ns.tolist() == pytest.approx((-(1 - d) / 3).tolist(), abs=1e-7)
+    assert abs(g_sat[0]) < 1e-3 < 0.3 < abs(g_ns[0])  # a confident D: only the non-saturating loss still pushes G
+
+
+@pytest.mark.parametrize("non_saturating", [True, False])
+def test_d_step_then_g_step_is_the_update_written_out_by_hand(non_saturating):
+    """A D step on the real batch and the detached fake batch, then a G step through the updated D,
+    against the same update written out with torch's binary cross-entropy."""
+    torch.manual_seed(1)
+    G, D = nn.Linear(2, 3), nn.Linear(3, 1)
+    real, z = torch.randn(8, 3), torch.randn(8, 2)
+    G_ref, D_ref = copy.deepcopy(G), copy.deepcopy(D)
+    opt_g, opt_d = torch.optim.SGD(G.parameters(), lr=0.1), torch.optim.SGD(D.parameters(), lr=0.1)
+    fake = G(z)
+    out = d_step(D, real, fake, opt_d)
+    assert all(p.grad is None for p in G.parameters())  # fake was detached: nothing reached G
+    g_loss = g_step(D, fake, opt_g, non_saturating=non_saturating)
+
+    # the same update written out by hand
+    bce, ones, zeros = F.binary_cross_entropy_with_logits, torch.ones(8, 1), torch.zeros(8, 1)
+    ref_opt_g, ref_opt_d = torch.optim.SGD(G_ref.parameters(), lr=0.1), torch.optim.SGD(D_ref.parameters(), lr=0.1)
+    fake_ref = G_ref(z)
+    real_logits, fake_logits = D_ref(real), D_ref(fake_ref.detach())
+    d_loss = bce(real_logits, ones) + bce(fake_logits, zeros)
+    ref_opt_d.zero_grad()
+    d_loss.backward()
+    ref_opt_d.step()
+    d_after = copy.deepcopy(D_ref.state_dict())
+    new_logits = D_ref(fake_ref)  # through the updated D
+    ref_g_loss = bce(new_logits, ones) if non_saturating else torch.log(1 - torch.sigmoid(new_logits)).mean()
+    ref_opt_g.zero_grad()
+    ref_g_loss.backward()
+    ref_opt_g.step()
+
+    for a, b in zip(G.parameters(), G_ref.parameters()):
+        assert torch.allclose(a, b, atol=1e-6)
+    for name, p in D.state_dict().items():  # D moved only in its own step
+        assert torch.allclose(p, d_after[name], atol=1e-6)
+    assert out["d_loss"] == pytest.approx(d_loss.item(), rel=1e-5)
+    assert out["d_real"] == pytest.approx(torch.sigmoid(real_logits).mean().item(), rel=1e-5)
+    assert out["d_fake"] == pytest.approx(torch.sigmoid(fake_logits).mean().item(), rel=1e-5)
+    assert g_loss == pytest.approx(ref_g_loss.item(), rel=1e-5)
+
+
+def test_joint_scoring_with_a_packed_discriminator_equals_separate_passes():
+    torch.manual_seed(3)
+    D = PackedDiscriminator(pack=2, hidden=8, depth=1)
+    real = torch.randn(8, 4)  # 8 packs of two 2-d samples, one pack per row
+    fake = (torch.randn(8, 4) + 1).requires_grad_(True)
+    D_sep = copy.deepcopy(D)
+    joint = packed_d_step(D, real, fake, torch.optim.SGD(D.parameters(), lr=0.1))
+    separate = d_step(D_sep, real, fake, torch.optim.SGD(D_sep.parameters(), lr=0.1))
+    assert joint == pytest.approx(separate["d_loss"], rel=1e-6)
+    for a, b in zip(D.parameters(), D_sep.parameters()):
+        assert torch.allclose(a, b, atol=1e-7)
+    assert fake.grad is None  # the generated packs were detached
 
 
 def test_trained_discriminator_approaches_dstar():
@@ -245,42 +329,41 @@ def test_packed_training_is_the_hand_written_pacgan_step():
     assert torch.allclose(ours["samples"], G(z_eval).detach(), atol=1e-5)
 
 
-def test_the_toy_gans_call_the_core_gan_step(monkeypatch):
+def test_the_toy_gans_train_with_the_exported_d_and_g_steps(monkeypatch):
     calls = []
-    real_step = gan_math.gan_step
+    real_d, real_g = gan_math.d_step, gan_math.g_step
 
-    def counting(*args, **kwargs):
+    def counting_d(*args, **kwargs):
+        calls.append("D")
+        return real_d(*args, **kwargs)
+
+    def counting_g(*args, **kwargs):
         calls.append(kwargs.get("non_saturating", True))
-        return real_step(*args, **kwargs)
+        return real_g(*args, **kwargs)
 
-    monkeypatch.setattr(gan_math, "gan_step", counting)
+    monkeypatch.setattr(gan_math, "d_step", counting_d)
+    monkeypatch.setattr(gan_math, "g_step", counting_g)
     early = early_training_1d("saturating", DATA, (-3.0, 0.5), d_pretrain=3, steps=2, batch=8)
-    assert calls == [False, False] and len(early["mu"]) == 2 and len(early["d_loss"]) == 5
+    assert calls == ["D", "D", "D", "D", False, "D", False]  # D alone, then D and G alternate
+    assert len(early["mu"]) == 2 and len(early["d_loss"]) == 5
+    calls.clear()
     cfg = ToyGANConfig(pack=2, iters=3, batch=4, hidden=8, depth=1, snapshots=0, n_eval=10)
     train_pacgan(ring_problem(), cfg, progress=False)
-    assert calls == [False, False, True, True, True]
-
-
-def test_the_page_shows_the_core_gan_step():
-    path = Path(__file__).resolve().parents[1] / "notebooks" / f"{STEM}.ipynb"
-    code = "\n".join("".join(c["source"]) for c in json.loads(path.read_text())["cells"]
-                     if c["cell_type"] == "code")
-    assert "show_source(gan.discriminator_loss, gan.generator_loss, gan.gan_step)" in code
-    assert "gan.generator_loss(" in code and "early_training_1d(" in code and "cached_pacgans(" in code
+    assert calls == [True, True, True]  # the packed D step scores jointly; G's step is g_step
 
 
 def test_gpu_profile_models_take_one_step_on_the_cpu():
-    params = notebook_parameters(STEM)  # the reader's knobs: pack, P_DATA, P_G
-    cfg, toy = gan_math.SIZES["gpu"], gan_math.TOY
+    params = notebook_parameters(STEM)  # the reader's knobs, the sizes and the toy GANs' settings
+    cfg, toy = params["SIZES"]["gpu"], params["TOY"]
     assert cfg["seeds"] >= 1 and cfg["ring_iters"] > 0 and cfg["grid_iters"] > 0
     for problem in (ring_problem(), grid_problem()):
         for m in (1, params["pack"]):
             job = ToyGANConfig(**{**toy, "batch": 2, "snapshots": 0}, pack=m, iters=1,
-                               lr=gan_math.LR[problem.name])
+                               lr=params["LR"][problem.name])
             run = train_pacgan(problem, job, progress=False)
             assert run["samples"].shape == (toy["n_eval"], 2) and torch.isfinite(run["d_loss"]).all()
     data, g = GaussianMixture1D(*params["P_DATA"]), GaussianMixture1D(*params["P_G"])
     _, history = train_discriminator_1d(data, g, steps=1, batch=2)
-    early = early_training_1d("non_saturating", GaussianMixture1D(*gan_math.EARLY_DATA),
-                              gan_math.EARLY_G_INIT, 1, 1, batch=2)
+    early = early_training_1d("non_saturating", GaussianMixture1D(*params["EARLY_DATA"]),
+                              params["EARLY_G_INIT"], 1, 1, batch=2)
     assert len(history["loss"]) == 1 and len(early["mu"]) == 1

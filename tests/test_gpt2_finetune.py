@@ -1,13 +1,13 @@
 """Chapter 06: tokenizer parity, perplexity against a hand computation, the sampling filters against
-transformers' processors, one recipe in two loops, the page showing what runs, the gpu profile."""
+transformers' processors, one recipe in two loops, the page defining what runs, the gpu profile.
+
+``aigc_utils.gpt2_finetune`` is generated from the notebook's ``#| export`` cells."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
+import re
 from pathlib import Path
 
 import pytest
@@ -143,6 +143,67 @@ def test_sampling_filters_match_transformers():
     assert torch.allclose(ours[keep], ref[keep], atol=1e-5)
 
 
+def random_logits(seed: int, rows: int = 4, vocab: int = 300) -> torch.Tensor:
+    """Logits without ties (so "the k largest" is one set)."""
+    return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+@pytest.mark.parametrize("k", [1, 5, 50])
+def test_top_k_keeps_exactly_the_k_largest_logits(k):
+    """Top-k alone: the k largest logits of each row survive unchanged, every other one is -inf — as
+    transformers' TopKLogitsWarper does (the chained test above cannot see top-k once top-p follows)."""
+    from transformers.generation.logits_process import TopKLogitsWarper
+
+    logits = random_logits(k)
+    got = g6.top_k_filter(logits, k)
+    kept = ~torch.isinf(got)
+    assert kept.sum(-1).tolist() == [k] * len(logits)
+    largest = torch.zeros_like(kept).scatter(-1, logits.topk(k, dim=-1).indices, True)
+    assert torch.equal(kept, largest) and torch.equal(got[kept], logits[kept])
+    assert torch.equal(got, TopKLogitsWarper(k)(None, logits))
+    assert torch.equal(g6.filter_next_token_logits(logits, top_k=k), got)
+    for off in (0, logits.shape[-1]):  # 0 (off) and k >= V keep everything
+        assert torch.equal(g6.top_k_filter(logits, off), logits)
+
+
+@pytest.mark.parametrize("p", [0.05, 0.5, 0.9])
+def test_top_p_keeps_the_smallest_set_that_reaches_p(p):
+    """Top-p alone: the m most likely tokens survive, m the smallest count whose probability reaches p —
+    as transformers' TopPLogitsWarper does."""
+    from transformers.generation.logits_process import TopPLogitsWarper
+
+    logits = random_logits(int(p * 100))
+    got = g6.top_p_filter(logits, p)
+    kept = ~torch.isinf(got)
+    for row in range(len(logits)):
+        ranked, order = logits[row].softmax(-1).double().sort(descending=True)
+        m = int((ranked.cumsum(0) < p).sum()) + 1  # the first m reach p, the first m - 1 do not
+        assert set(kept[row].nonzero().flatten().tolist()) == set(order[:m].tolist())
+    assert torch.equal(got[kept], logits[kept])
+    assert torch.equal(got, TopPLogitsWarper(p)(None, logits))
+    assert torch.equal(g6.filter_next_token_logits(logits, top_p=p), got)
+    by_hand = torch.tensor([[0.15, 0.5, 0.05, 0.3]]).log()  # 0.5 + 0.3 reach 0.7, not 0.85
+    assert (~torch.isinf(g6.top_p_filter(by_hand, 0.7))).tolist() == [[False, True, False, True]]
+    assert (~torch.isinf(g6.top_p_filter(by_hand, 0.85))).tolist() == [[True, True, False, True]]
+    assert torch.equal(g6.top_p_filter(logits, 1.0), logits)
+
+
+def test_repetition_penalty_and_temperature_alone_match_transformers():
+    from transformers.generation.logits_process import (
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+    )
+
+    logits = random_logits(7)
+    prev = torch.randint(0, logits.shape[-1], (len(logits), 9), generator=torch.Generator().manual_seed(8))
+    ref = RepetitionPenaltyLogitsProcessor(1.3)(prev, logits.clone())
+    assert torch.allclose(g6.penalize_repetition(logits, prev, 1.3), ref, rtol=0, atol=1e-6)
+    assert torch.allclose(g6.filter_next_token_logits(logits, prev, repetition_penalty=1.3), ref,
+                          rtol=0, atol=1e-6)  # fmt: skip
+    assert torch.allclose(g6.filter_next_token_logits(logits, temperature=0.7),
+                          TemperatureLogitsWarper(0.7)(prev, logits.clone()), rtol=1e-6)  # fmt: skip
+
+
 def test_core_param_groups_decay_what_the_gpt2_rule_decays():
     """core.train's rule (decay every >= 2-D tensor) picks the same GPT-2 tensors as the chapter's
     former rule (no decay for biases, LayerNorm gains and anything 1-D)."""
@@ -271,34 +332,59 @@ def test_finetune_vs_scratch_is_the_pages_two_runs_composed():
                                                   untouched.state_dict().values()))  # base not trained
 
 
-def test_sizes_live_in_the_module_and_the_bars_check_both_seeds():
+def test_sizes_live_in_the_parameters_cell_and_the_bars_check_both_seeds():
     from conftest import notebook_parameters
 
     params = notebook_parameters("06_gpt2_finetuning")
-    assert "SIZES" not in params
+    assert not hasattr(g6, "SIZES")  # the sizes are the page's, not the package's
+    assert set(params["SIZES"]) == {"smoke", "cpu", "gpu"}
     for profile in ("cpu", "gpu"):
         assert "ppl_after <= 0.85 * ppl_scratch" in params["BARS"][profile]
         assert "ppl_after_seed1 <= 0.85 * ppl_scratch_seed1" in params["BARS"][profile]
-        assert g6.SIZES[profile]["compare_steps"] <= g6.SIZES[profile]["finetune_steps"]
+        assert params["SIZES"][profile]["compare_steps"] <= params["SIZES"][profile]["finetune_steps"]
 
 
-def test_the_page_shows_the_lesson_it_runs():
-    """The notebook renders train_manual, sliding_windows and perplexity with show_source and calls
-    those very functions (no copy on the page that could drift)."""
+def page_code() -> list[str]:
     cells = json.loads((ROOT / "notebooks" / "06_gpt2_finetuning.ipynb").read_text())["cells"]
-    code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    shown = [c for c in code if "show_source(" in c]
-    assert any("show_source(g6.sliding_windows, g6.perplexity)" in c for c in shown)
-    assert any("show_source(g6.train_manual)" in c for c in shown)
-    calls = "\n".join(c for c in code if c not in shown)
-    assert "g6.train_manual(" in calls and "g6.perplexity(" in calls
-    assert "def train_manual" not in calls and "def perplexity" not in calls
+    return ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+
+
+def defined(cells: list[str]) -> set[str]:
+    return set(re.findall(r"^(?:def|class) (\w+)", "\n".join(cells), re.M))
+
+
+def test_the_page_defines_the_lesson_it_runs():
+    """Every function and class of the generated modules is written in an exported cell of the page, the
+    page calls them, and it never imports its own modules or shows code with show_source (what the
+    reader edits is what runs)."""
+    from aigc_utils import finetune_cli
+
+    code = page_code()
+    assert sum(c.startswith("#| default_exp gpt2_finetune\n") for c in code) == 1
+    to_module = [c for c in code if c.startswith("#| export\n")]
+    to_script = [c for c in code if c.startswith("#| export finetune_cli\n")]
+    assert defined(to_module) == set(g6.__all__) - {"VOCAB_SIZE", "EOS_ID"}
+    assert defined(to_script) == set(finetune_cli.__all__)
+    assert {"train_manual", "perplexity", "sliding_windows", "top_k_filter", "top_p_filter",
+            "make_blocks", "tiny_gpt2_config", "main"} <= defined(to_module + to_script)  # fmt: skip
+    rest = "\n".join(c for c in code if not c.startswith("#| export"))
+    for name in ("train_manual", "perplexity", "make_blocks", "top_k_filter", "filter_next_token_logits",
+                 "interleaved_throughput", "finetune_vs_scratch", "build_parser"):  # fmt: skip
+        assert re.search(rf"\b{name}\(", rest), f"{name} is defined on the page but never called there"
+    everything = "\n".join(code)
+    imports = re.findall(r"^\s*(?:from|import)\s.*(?:gpt2_finetune|finetune_cli).*$", everything, re.M)
+    # the script's module takes the chapter's functions from the generated module; the page, from its cells
+    assert imports == ["    from .gpt2_finetune import ("]
+    assert re.search(r"^if __package__:.*\n    from \.gpt2_finetune import", everything, re.M)
+    assert "show_source(" not in everything
 
 
 def test_gpu_profile_builds_and_takes_one_step():
     """The gpu profile's tiny GPT-2 (sizes from the notebook) at batch 2 on the CPU: the warm-up step
     (learning rate 0) and one real optimizer step."""
-    gpu = g6.SIZES["gpu"]
+    from conftest import notebook_parameters
+
+    gpu = notebook_parameters("06_gpt2_finetuning")["SIZES"]["gpu"]
     assert set(gpu["hub"]) <= set(gpu) and gpu["compare_steps"] <= gpu["finetune_steps"]
     config = g6.tiny_gpt2_config(gpu["n_layer"], gpu["n_embd"], gpu["n_head"], gpu["context"])
     model = g6.new_gpt2(config, 0)

@@ -1,8 +1,10 @@
-"""Chapter 08: masks are deterministic, metrics agree with the libraries, fills keep the known pixels,
-training steps match a hand computation, training is cached, and the gpu sizes build."""
+"""Chapter 08 (aigc_utils.inpaint, generated from notebooks/08_inpainting.ipynb): masks are deterministic,
+metrics agree with the libraries, fills keep the known pixels, the hole-patch GAN losses and steps match a
+hand computation, training is cached, and the gpu sizes build."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import math
@@ -13,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+from torch import nn
 from torchmetrics.image import PeakSignalNoiseRatio
 
 from aigc_utils import inpaint as ip
@@ -200,8 +203,7 @@ def test_cached_unet_learns_caches_and_fine_tunes(tmp_cache, one_thread):
     adv = {"steps": 5, "batch": 16, "lr": 1e-3, "seed": 1, "adv_weight": 0.1}
     tuned, curves3, hit3 = ip.cached_unet(
         "stripes", {"data": "stripes", **adv, "init": run}, cfg, init=net,
-        train=lambda m: ip.train_inpainter(m, images, bank, **adv,
-                                           disc=ip.PatchDiscriminator(2, 4)))
+        train=lambda m: ip.train_adversarial(m, ip.PatchDiscriminator(2, 4), images, bank, **adv))
     assert not hit3 and len(curves3["d_loss"]) == 5 and len(curves3["l1"]) == 5
     assert not torch.equal(tuned.head.weight, net.head.weight)  # it started from net and moved
 
@@ -215,7 +217,7 @@ def test_adversarial_steps_match_a_hand_computation(one_thread):
     net2.load_state_dict(net.state_dict()), disc2.load_state_dict(disc.state_dict())
     lr, lam, batch, steps = 1e-2, 0.5, 4, 2
     start = net.head.weight.detach().clone()
-    ip.train_inpainter(net, images, bank, steps, batch, lr, seed=3, disc=disc, adv_weight=lam)
+    ip.train_adversarial(net, disc, images, bank, steps, batch, lr, seed=3, adv_weight=lam)
 
     gen = torch.Generator().manual_seed(3)  # the same draws, by hand
     opt_d = torch.optim.Adam(disc2.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -241,15 +243,66 @@ def test_adversarial_steps_match_a_hand_computation(one_thread):
     assert (net.head.weight - start).abs().max() > 1e-3  # the steps were not trivially small
 
 
-def test_notebook_shows_the_lesson_it_runs():
+def test_weighted_fake_term_averages_over_the_weighted_positions():
+    fake = torch.tensor([1.0, -2.0, 0.5, 4.0])
+    weight = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    expected = (F.softplus(fake[0]) + F.softplus(fake[2])) / 2
+    real = torch.zeros(1)
+    d_loss = ip.hole_discriminator_loss(real, fake, weight)
+    assert (d_loss - F.softplus(-real).mean()).item() == pytest.approx(expected.item())
+    g_expected = (F.softplus(-fake[0]) + F.softplus(-fake[2])) / 2
+    assert ip.hole_generator_loss(fake, weight).item() == pytest.approx(g_expected.item())
+
+
+def test_hole_patches_mark_the_patches_that_touch_the_hole():
+    m = torch.zeros(1, 1, 16, 16)
+    m[..., 5, 9] = 1.0  # one pixel: row 5 -> patch row 1, column 9 -> patch column 2
+    expected = torch.zeros(1, 1, 4, 4)
+    expected[..., 1, 2] = 1.0
+    assert torch.equal(ip.hole_patches(m), expected)
+    assert ip.hole_patches(torch.ones(2, 1, 28, 28)).shape == (2, 1, 7, 7)  # D's patch grid
+
+
+def test_gan_step_adds_the_extra_generator_loss():
+    torch.manual_seed(2)
+    G, D = nn.Linear(2, 3), nn.Linear(3, 1)
+    real, z = torch.randn(4, 3), torch.randn(4, 2)
+    hole = torch.ones(4, 1)
+    G2 = copy.deepcopy(G)
+    D2 = copy.deepcopy(D)
+    for g, d, extra in ((G, D, None), (G2, D2, "l1")):
+        opt_g, opt_d = torch.optim.SGD(g.parameters(), lr=0.1), torch.optim.SGD(d.parameters(), lr=0.1)
+        fake = g(z)
+        reconstruction = (fake - real).abs().mean() if extra else torch.zeros(())
+        ip.hole_d_step(d, real, fake, hole, opt_d)
+        ip.hole_g_step(d, fake, hole, reconstruction, opt_g, adv_weight=0.5)
+    assert not torch.allclose(G.weight, G2.weight)  # the reconstruction term changed G's update
+    # and written out: G's gradient is that of reconstruction + 0.5 * the generator loss
+    G3, D3 = copy.deepcopy(G2), copy.deepcopy(D2)
+    fake = G3(z)
+    reconstruction = (fake - real).abs().mean()
+    (reconstruction + 0.5 * F.softplus(-D3(fake)).mean()).backward()
+    expected = G3.weight.detach() - 0.1 * G3.weight.grad
+    fake = G2(z)
+    ip.hole_g_step(D2, fake, hole, (fake - real).abs().mean(), torch.optim.SGD(G2.parameters(), lr=0.1),
+                   adv_weight=0.5)
+    assert torch.allclose(G2.weight, expected, atol=1e-7)
+
+
+def test_notebook_defines_the_lesson_it_runs():
+    """The page defines (and exports) the lesson, runs it, and never imports its own module."""
     path = Path(__file__).resolve().parents[1] / "notebooks" / "08_inpainting.ipynb"
     cells = json.loads(path.read_text())["cells"]
     code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
-    for fn in ("masked_l1", "train_inpainter", "denoise"):
-        assert any(f"show_source(ip.{fn})" in c for c in code)
-    runs = "\n".join(c for c in code if "show_source" not in c)
-    assert "ip.train_inpainter(" in runs and "ip.denoise(" in runs
-    assert "masked_l1(fake, x, m)" in inspect.getsource(ip.train_inpainter)  # the shown loss
+    exported = "\n".join(c for c in code if c.startswith("#| export"))
+    for fn in ("masked_l1", "train_inpainter", "hole_discriminator_loss", "hole_g_step",
+               "train_adversarial", "denoise"):
+        assert f"def {fn}(" in exported
+    runs = "\n".join(c for c in code if not c.startswith("#| export"))
+    assert "train_inpainter(" in runs and "train_adversarial(" in runs and "denoise(" in runs
+    assert "aigc_utils.inpaint" not in runs and "import inpaint" not in runs
+    assert "masked_l1(composite(net, x, m), x, m)" in inspect.getsource(ip.train_inpainter)
+    assert "core.gan" not in inspect.getsource(ip)
 
 
 def test_residual_denoiser_formula_and_training(tmp_cache, one_thread):
@@ -281,12 +334,13 @@ def test_residual_denoiser_formula_and_training(tmp_cache, one_thread):
 
 def test_gpu_profile_builds_and_steps_on_cpu(one_thread):
     params = notebook_parameters("08_inpainting")
-    gpu, width = ip.SIZES["gpu"], params["width"]
+    gpu, width = params["SIZES"]["gpu"], params["width"]
     bank, _ = ip.make_masks(4, 28, seed=0)
     inpainter = ip.UNet(ip.UNetConfig(2, 1, width))
     ip.train_inpainter(inpainter, torch.rand(4, 1, 28, 28), bank, 2, 2, params["lr"], 0)
-    ip.train_inpainter(inpainter, torch.rand(4, 1, 28, 28), bank, 2, 2, params["adv_lr"], 1,
-                       disc=ip.PatchDiscriminator(2, 32), adv_weight=params["adv_weight"])
+    ip.train_adversarial(inpainter, ip.PatchDiscriminator(2, params["disc_width"]),
+                         torch.rand(4, 1, 28, 28), bank, 2, 2, params["adv_lr"], 1,
+                         adv_weight=params["adv_weight"])
     ip.train_denoiser(ip.UNet(ip.UNetConfig(1, 1, width)), torch.rand(4, 1, 28, 28),
                       params["noise_sigma"], 2, 2, params["lr"], 0)
     photo_net = ip.UNet(ip.UNetConfig(4, 3, width))

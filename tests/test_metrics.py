@@ -12,6 +12,7 @@ from torch import nn
 from aigc_utils.core.metrics import (
     ClassifierFeatures,
     ClassifierFID,
+    Referee,
     FashionCNN,
     class_counts,
     class_coverage,
@@ -146,3 +147,73 @@ def test_train_classifier_is_the_per_epoch_loop_it_replaced(one_thread):
     assert history["loss"] == pytest.approx(losses, rel=1e-5)
     for p, q in zip(model.parameters(), ref.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+def two_class_data(n: int = 512, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Easy synthetic 'Fashion-MNIST': class 0 bright on top, class 1 bright at the bottom."""
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, 2, (n,), generator=gen)
+    x = torch.rand(n, 1, 28, 28, generator=gen) * 0.3
+    x[y == 0, :, :14] += 0.6
+    x[y == 1, :, 14:] += 0.6
+    return x, y
+
+
+@pytest.fixture()
+def referee(tmp_cache):
+    x, y = two_class_data()
+    train, test = (x[:384], y[:384]), (x[384:], y[384:])
+    ref = Referee.fashion_mnist(train, test, n_train=300, epochs=1, n_eval=100, seed=0,
+                                min_class_share=0.3)
+    untrained = torch.rand(100, 1, 28, 28, generator=torch.Generator().manual_seed(9))
+    ref.calibrate(train[0], untrained, seed=1)
+    return ref, train, test, untrained
+
+
+def test_referee_uses_the_cached_classifier_and_the_floor_and_ceiling_written_out(referee):
+    ref, train, test, untrained = referee
+    clf, acc, hit = fashion_classifier((train[0][:300], train[1][:300]), test, epochs=1, seed=0)
+    assert hit and not ref.cached and ref.accuracy == acc  # one cache entry: the same key
+    assert all(torch.equal(p, q) for p, q in zip(clf.parameters(), ref.classifier.parameters()))
+    fid = ClassifierFID(ClassifierFeatures(clf), test[0][:100])
+    floor_images = train[0][torch.randperm(384, generator=torch.Generator().manual_seed(1))[:100]]
+    assert ref.floor == fid(floor_images) and ref.ceiling == fid(untrained)
+    assert ref.calibration() == {"classifier_test_accuracy": acc, "fid_floor": ref.floor,
+                                 "fid_ceiling": ref.ceiling, "n_eval": 100}
+    assert ref.fid_norm(ref.floor) == 0.0 and ref.fid_norm(ref.ceiling) == 1.0
+    assert 0 < ref.floor < ref.ceiling
+    assert ref.num_features == clf.num_features == 64
+
+
+def test_referee_judge_equals_the_metrics_it_is_made_of(referee):
+    ref, train, test, untrained = referee
+    images, labels = test[0][:90], test[1][:90]
+    logits = predict_logits(ref.classifier, images)
+    score = ClassifierFID(ClassifierFeatures(ref.classifier), test[0][:100])(images)
+    want = {"fid": score, "fid_norm": (score - ref.floor) / (ref.ceiling - ref.floor),
+            "inception_score": inception_score(logits),
+            "class_coverage": class_coverage(logits.argmax(1), min_fraction=0.3),
+            "label_agreement": (logits.argmax(1) == labels).float().mean().item()}
+    assert ref.judge(images, labels) == want
+    assert ref.judge(images) == {k: v for k, v in want.items() if k != "label_agreement"}
+    assert want["label_agreement"] > 0.9 and ref.label_agreement(images, 1 - labels) < 0.1
+    assert ref.fid(images) == score and torch.equal(ref.predict(images), logits.argmax(1))
+    assert ref.inception_score(images) == want["inception_score"]
+    few_zeros = torch.cat([images[labels == 0][:5], images[labels == 1][:20]])  # class 0: 20 %
+    assert ref.class_coverage(images) == 2 and ref.class_coverage(few_zeros) == 1  # share 0.3
+
+
+def test_intra_fid_is_the_mean_of_each_class_against_its_own_test_images(referee):
+    ref, train, test, _ = referee
+    images, labels = train[0][:200], train[1][:200]
+    features = ClassifierFeatures(ref.classifier)
+    per_class = [ClassifierFID(features, test[0][test[1] == c])(images[labels == c]) for c in (0, 1)]
+    assert ref.intra_fid(images, labels) == pytest.approx(sum(per_class) / 2, rel=1e-12)
+    assert ref.intra_fid(images, labels) < ref.intra_fid(images, 1 - labels)  # swapped classes
+
+
+def test_an_uncalibrated_referee_has_no_normalised_fid():
+    x, y = two_class_data(64)
+    ref = Referee(FashionCNN((4, 8), 16), (x, y), 32)
+    with pytest.raises(RuntimeError, match="calibrate"):
+        ref.judge(x[:8])

@@ -1,4 +1,6 @@
-"""Chapter 04's package code: the hand-written BERT masking against transformers' collator, and friends."""
+"""Chapter 04's code, generated from the notebook's exported cells into ``aigc_utils.mlm``: the
+hand-written BERT masking against transformers' collator, the masked-position loss against the
+library's, and friends."""
 
 from __future__ import annotations
 
@@ -87,6 +89,19 @@ def test_tokenizer_is_identical_in_every_run():
     assert pieces == sorted(pieces)
 
 
+def test_renumbering_changes_ids_not_pieces():
+    """Canonical ids are a relabelling: every text splits into the same pieces as with the trainer's
+    own ids, the specials keep ids 0..4 and the other pieces are numbered in sorted order."""
+    raw = mlm.learn_wordpiece(TEXTS, vocab_size=200, min_frequency=1)
+    before = {t: raw.encode(t).tokens for t in set(TEXTS)}
+    vocab = set(raw.get_vocab())
+    mlm.renumber_canonically(raw)
+    assert set(raw.get_vocab()) == vocab
+    assert {t: raw.encode(t).tokens for t in before} == before
+    order = sorted(raw.get_vocab(), key=raw.get_vocab().get)
+    assert tuple(order[:5]) == mlm.SPECIAL_TOKENS and order[5:] == sorted(order[5:])
+
+
 def _special(tokenizer, rows: torch.Tensor) -> torch.Tensor:
     return torch.tensor([tokenizer.get_special_tokens_mask(r, already_has_special_tokens=True) for r in rows.tolist()],
                         dtype=torch.bool)
@@ -145,13 +160,16 @@ def test_mask_kinds_by_hand_and_against_the_rates(tokenizer, blocks):
     assert len(fig.axes[0].patches) == int((big[:3] != tokenizer.pad_token_id).sum())  # one box each
 
 
-def test_sizes_live_in_the_module():
-    """The notebook reads its sizes from mlm.SIZES; every profile has the keys the notebook uses."""
+def test_sizes_live_in_the_notebook():
+    """The sizes per profile are in the notebook's parameters cell, not in the package."""
+    params = notebook_parameters(STEM)
+    sizes = params["SIZES"]
     keys = {"hidden", "layers", "heads", "seq_len", "batch_size", "steps", "denoise_steps", "lr",
             "eval_rows", "label_counts", "test_size", "ft_steps", "probe_labels", "headline_labels"}
-    assert all(keys <= set(mlm.SIZES[p]) for p in ("smoke", "cpu", "gpu"))
-    assert mlm.SIZES["cpu"]["headline_labels"] in mlm.SIZES["cpu"]["label_counts"]
-    assert "SIZES" not in notebook_parameters(STEM)
+    assert all(keys <= set(sizes[p]) for p in ("smoke", "cpu", "gpu"))
+    assert all(sizes[p]["headline_labels"] in sizes[p]["label_counts"] for p in sizes)
+    assert {"batch_size", "lr_body", "lr_head", "naive_lr", "minilm_lr_body"} <= set(params["FINETUNE"])
+    assert not hasattr(mlm, "SIZES") and not hasattr(mlm, "FINETUNE")
 
 
 def test_denoise_objective_never_shows_mask(tokenizer, blocks):
@@ -292,13 +310,17 @@ def test_bag_of_words_is_blind_to_order():
     assert all(bar in params["BARS"][p] for p in ("smoke", "cpu", "gpu"))
 
 
-def test_the_page_shows_the_functions_the_notebook_runs():
+def test_the_page_defines_and_runs_the_lesson():
+    """bert_mask, masked_lm_logits and pretrain are written in exported cells and called on the page,
+    which never imports its own generated module (a reader's edited cell is what runs)."""
     path = Path(__file__).resolve().parents[1] / "notebooks" / f"{STEM}.ipynb"
-    cells = json.loads(path.read_text())["cells"]
-    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
-    assert "show_source(mlm.bert_mask)" in code and "mlm.bert_mask(" in code
-    assert "show_source(mlm.masked_lm_logits, mlm.pretrain)" in code and "mlm.pretrain(" in code
-    assert "mlm.evaluate_mlm(" in code  # which calls masked_lm_logits through masked_batch
+    cells = ["".join(c["source"]) for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
+    exported = "\n".join(c for c in cells if c.startswith("#| export"))
+    page = "\n".join(c for c in cells if not c.startswith("#| export"))
+    for name in ("bert_mask", "masked_lm_logits", "masked_batch", "pretrain", "evaluate_mlm", "finetune"):
+        assert f"\ndef {name}(" in exported, name
+    assert "bert_mask(" in page and "pretrain(" in page and "evaluate_mlm(" in page
+    assert "aigc_utils.mlm" not in page and "import mlm" not in page and "mlm." not in page.replace("mlm_", "")
 
 
 def test_gpu_profile_builds_and_takes_a_step(tokenizer, one_thread):
@@ -306,7 +328,7 @@ def test_gpu_profile_builds_and_takes_a_step(tokenizer, one_thread):
     from transformers import BertForMaskedLM
 
     params = notebook_parameters(STEM)
-    cfg = mlm.SIZES["gpu"]
+    cfg = params["SIZES"]["gpu"]
     config = mlm.tiny_bert_config(params["vocab_size"], cfg["hidden"], cfg["layers"], cfg["heads"],
                                   cfg["seq_len"])
     torch.manual_seed(0)
@@ -315,7 +337,7 @@ def test_gpu_profile_builds_and_takes_a_step(tokenizer, one_thread):
     history, _ = mlm.pretrain(model, rows, tokenizer, mlm.MLM, steps=1, batch_size=2, lr=cfg["lr"],
                               warmup=1)
     assert math.isfinite(history["loss"][0])
-    ft = mlm.FINETUNE
+    ft = params["FINETUNE"]
     clf = mlm.SentenceClassifier(model.bert)
     data = mlm.encode(tokenizer, TEXTS[:2], cfg["seq_len"])
     history = mlm.finetune(clf, data, torch.tensor([0, 1]), steps=1, lr_body=ft["lr_body"]["pretrained"],

@@ -3,7 +3,9 @@ r"""Judging generated Fashion-MNIST images offline (Chapter 03): a small CNN rep
 A classifier trained on the Fashion-MNIST *train* split (cached) supplies the features of a
 **classifier FID** (torchmetrics' ``FrechetInceptionDistance`` with :class:`ClassifierFeatures`), a
 **classifier Inception Score** and **class coverage**. Its numbers compare only with other numbers
-from the same classifier, never with published Inception FIDs.
+from the same classifier, never with published Inception FIDs. :class:`Referee` puts them together
+for every image chapter (03, 10): classifier, FID, floor, ceiling, normalised FID, IS, coverage,
+label agreement and intra-FID.
 """
 
 from __future__ import annotations
@@ -177,3 +179,101 @@ def class_coverage(
     """How many classes receive at least ``min_fraction`` of the samples (10: no class missed)."""
     counts = class_counts(predicted, num_classes)
     return int((counts >= min_fraction * len(predicted)).sum())
+
+
+class Referee:
+    """Judges 28×28 grey images in [0, 1] with a Fashion-MNIST classifier instead of Inception:
+    classifier FID against ``n_eval`` test images, that FID normalised between a real-vs-real floor
+    and an untrained generator's ceiling, Inception Score, class coverage, label agreement, intra-FID."""
+
+    def __init__(self, classifier: nn.Module, test: tuple[torch.Tensor, torch.Tensor], n_eval: int, *,
+                 accuracy: float = float("nan"), min_class_share: float = 0.05,
+                 batch_size: int = 1000) -> None:
+        self.classifier, self.accuracy, self.cached = classifier, accuracy, False
+        self.test_images, self.test_labels = test
+        self.n_eval, self.min_class_share, self.batch_size = n_eval, min_class_share, batch_size
+        self.features = ClassifierFeatures(classifier)
+        self.num_features = self.features.num_features
+        self._fid = ClassifierFID(self.features, self.test_images[:n_eval], batch_size)
+        self._class_fid: dict[int, ClassifierFID] = {}  # intra-FID references, built when first asked
+        self.floor: float | None = None
+        self.ceiling: float | None = None
+
+    @classmethod
+    def fashion_mnist(
+        cls, train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Tensor, torch.Tensor], *,
+        n_train: int, epochs: int, n_eval: int, seed: int = 0, device: torch.device | str = "cpu",
+        min_class_share: float = 0.05,
+    ) -> Referee:
+        """The referee with the cached Fashion-MNIST classifier trained on the first ``n_train``
+        training images for ``epochs`` epochs (trained now and cached if not cached yet)."""
+        classifier, acc, cached = fashion_classifier((train[0][:n_train], train[1][:n_train]), test,
+                                                     epochs=epochs, seed=seed, device=device)
+        referee = cls(classifier, test, n_eval, accuracy=acc, min_class_share=min_class_share)
+        referee.cached = cached
+        return referee
+
+    def calibrate(self, real: torch.Tensor, untrained: torch.Tensor, seed: int) -> dict[str, float]:
+        """Floor: the FID of ``n_eval`` images drawn from ``real`` (other real images than the
+        reference); ceiling: the FID of ``untrained``, an untrained generator's images."""
+        order = torch.randperm(len(real), generator=torch.Generator().manual_seed(seed))
+        self.floor = self.fid(real[order[: self.n_eval]])
+        self.ceiling = self.fid(untrained)
+        return self.calibration()
+
+    def calibration(self) -> dict[str, float]:
+        """The referee's own numbers, to record beside a chapter's."""
+        return {"classifier_test_accuracy": self.accuracy, "fid_floor": self.floor,
+                "fid_ceiling": self.ceiling, "n_eval": self.n_eval}
+
+    def logits(self, images: torch.Tensor) -> torch.Tensor:
+        """The classifier's logits (N, 10) of ``images``."""
+        return predict_logits(self.classifier, images, self.batch_size)
+
+    def predict(self, images: torch.Tensor) -> torch.Tensor:
+        """The class the classifier reads in each image."""
+        return self.logits(images).argmax(1)
+
+    def fid(self, images: torch.Tensor) -> float:
+        """Classifier FID of ``images`` against the ``n_eval`` reference test images."""
+        return self._fid(images)
+
+    def fid_norm(self, fid: float) -> float:
+        """``fid`` on the scale 0 = floor (as good as real data), 1 = ceiling (untrained)."""
+        if self.floor is None or self.ceiling is None:
+            raise RuntimeError("calibrate the referee first: it has no floor and ceiling yet")
+        return (fid - self.floor) / (self.ceiling - self.floor)
+
+    def inception_score(self, images: torch.Tensor) -> float:
+        """The classifier Inception Score of ``images`` (1 to 10)."""
+        return inception_score(self.logits(images))
+
+    def class_coverage(self, images: torch.Tensor) -> int:
+        """How many classes get at least ``min_class_share`` of ``images``."""
+        return class_coverage(self.predict(images), min_fraction=self.min_class_share)
+
+    def label_agreement(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """The share of ``images`` the classifier reads as their requested ``labels``."""
+        return (self.predict(images) == labels).float().mean().item()
+
+    def intra_fid(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """Intra-FID (Miyato & Koyama 2018): each class's images against all test images of that
+        class, averaged over the classes."""
+        classes = int(self.test_labels.max()) + 1
+        for c in range(classes):
+            if c not in self._class_fid:
+                reference = self.test_images[self.test_labels == c]
+                self._class_fid[c] = ClassifierFID(self.features, reference, self.batch_size)
+        return sum(self._class_fid[c](images[labels == c]) for c in range(classes)) / classes
+
+    def judge(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, float]:
+        """FID, normalised FID, Inception Score and class coverage of ``images`` (and, given the
+        requested ``labels``, the label agreement), from one pass of the classifier."""
+        logits = self.logits(images)
+        predicted, score = logits.argmax(1), self.fid(images)
+        scores = {"fid": score, "fid_norm": self.fid_norm(score),
+                  "inception_score": inception_score(logits),
+                  "class_coverage": class_coverage(predicted, min_fraction=self.min_class_share)}
+        if labels is not None:
+            scores["label_agreement"] = (predicted == labels).float().mean().item()
+        return scores

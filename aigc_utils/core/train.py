@@ -147,13 +147,13 @@ def fit(
     desc: str = "train",
     progress: bool = True,
 ) -> History:
-    """Run ``steps`` training steps and return their :class:`History`.
+    """Run `steps` training steps and return their History (the book's one training loop).
 
-    With an ``optimizer``, ``step(i)`` returns the loss of step ``i`` (or ``(loss, extras)``) and
-    :func:`fit` applies :func:`optimizer_step`, recording ``loss`` and ``lr``. Without one, ``step(i)``
-    makes its own updates (a GAN's discriminator and generator steps) and returns the numbers to record.
-    ``evaluate()`` runs every ``eval_every`` steps and after the last; ``on_step(i)`` after each step
-    (snapshots). The models' train/eval modes are the caller's business.
+    With an optimizer, step(i) returns the loss of step i (or (loss, extras)) and fit applies
+    optimizer_step, recording loss and lr. Without one, step(i) makes its own updates (a GAN's
+    discriminator and generator steps) and returns the numbers to record. evaluate() runs every
+    eval_every steps and after the last; on_step(i) after each step (snapshots). The models'
+    train/eval modes are the caller's business.
     """
     history = History()
     start = time.perf_counter()
@@ -163,7 +163,8 @@ def fit(
         if optimizer is not None:
             loss, extras = (out if isinstance(out, tuple) else (out, {}))
             lr = optimizer.param_groups[0]["lr"]
-            values = {"loss": optimizer_step(optimizer, loss, clip, scheduler), "lr": lr, **extras}
+            value = optimizer_step(optimizer, loss, clip, scheduler)
+            values = {"loss": value, "lr": lr, **extras}
         else:
             values = dict(out)  # type: ignore[arg-type]
             if scheduler is not None:
@@ -172,10 +173,12 @@ def fit(
         history.step_ends.append(time.perf_counter())
         if on_step is not None:
             on_step(i)
-        if evaluate is not None and ((eval_every and (i + 1) % eval_every == 0) or i + 1 == steps):
-            history.log({"step": i + 1, **evaluate()}, into="evals")
-        if progress and (i + 1) % 10 == 0:
-            bar.set_postfix({k: f"{v[-1]:.3g}" for k, v in history.curves.items() if k != "lr"}, refresh=False)
+        done = i + 1
+        if evaluate is not None and ((eval_every and done % eval_every == 0) or done == steps):
+            history.log({"step": done, **evaluate()}, into="evals")
+        if progress and done % 10 == 0:
+            shown = {k: f"{v[-1]:.3g}" for k, v in history.curves.items() if k != "lr"}
+            bar.set_postfix(shown, refresh=False)
     history.seconds = time.perf_counter() - start
     return history
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ def test_chapter_page_shows_outputs_and_stamp(nb):
         "missing verified stamp, or its link to the chapter's section of the dashboard"
     )
     assert "colab.research.google.com" in page, "missing Colab launch button"
+    assert not re.search(r'class="c1">#\| (export|default_exp)', page), "nbdev's marks shown as raw syntax in code"
 
 
 def test_dashboard_has_every_chapter_and_no_unrun_one():

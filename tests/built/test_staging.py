@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import nbformat
 
-from aigc_utils.runner import alt_text_to_cell_options, drop_progress_bars
+from aigc_utils.runner import alt_text_to_cell_options, drop_progress_bars, export_marks_to_notes
 
 
 def test_progress_bars_leave_the_page_and_the_rest_stays():
@@ -38,3 +38,15 @@ def test_each_figure_cell_gets_the_alt_text_its_kernel_wrote():
     assert one.metadata["mystnb"]["image"]["alt"] == "Figure: loss against step"
     assert two.metadata["mystnb"]["image"]["alt"] == "Figure: a | Figure: b"
     assert "mystnb" not in bare.metadata
+
+
+def test_export_marks_read_as_notes_on_the_page():
+    setup = nbformat.v4.new_code_cell("#| default_exp basics\nimport torch")
+    alone = nbformat.v4.new_code_cell("#| default_exp basics")
+    exported = nbformat.v4.new_code_cell("#| export\ndef f():\n    return 1")
+    plain = nbformat.v4.new_code_cell("f()  # not #| export")
+    nb = nbformat.v4.new_notebook(cells=[setup, alone, exported, plain])
+    export_marks_to_notes(nb)
+    assert setup.source == "import torch" and "remove-cell" in alone.metadata["tags"]
+    assert exported.source.splitlines()[0] == "# saved in aigc_utils.basics (later chapters import it from there)"
+    assert plain.source == "f()  # not #| export"
