@@ -15,11 +15,13 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 NBVAL := -p no:randomly --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: setup venv system-packages assets book run build test unit nbval smoke-book serve clean help
+.PHONY: compat-venv test-compat
 
 help:
 	@echo "make book [PROFILE=smoke|cpu|gpu|auto]   execute every chapter and build _build/html"
 	@echo "make test                                unit tests + nbval (smoke) + strict smoke book build"
 	@echo "make setup                               only install (.venv, Debian data, offline assets)"
+	@echo "make test-compat                         the lowest declared versions: unit tests + chapters 05, 06"
 
 setup: venv system-packages assets
 
@@ -65,6 +67,35 @@ smoke-book: setup
 	AIGC_OFFLINE=1 $(PY) -m pytest -q tests/built
 
 test: unit nbval smoke-book
+
+# The lowest versions pyproject.toml declares, tested: a second venv pinned by $(COMPAT_PINS), the
+# unit tests there, then two smoke chapters with an empty checkpoint cache, run in $(COMPAT_OUT) (a
+# link to notebooks/) so that _build/ keeps the main venv's results. Not part of `make test`.
+COMPAT_VENV ?= compat/.venv
+COMPAT_PY := $(COMPAT_VENV)/bin/python
+COMPAT_PINS := compat/constraints-lowest.txt
+COMPAT_CHAPTERS ?= 05 06
+COMPAT_OUT := _build/compat
+
+compat-venv: $(COMPAT_VENV)/.installed
+
+$(COMPAT_VENV)/.installed: pyproject.toml $(COMPAT_PINS)
+	@test -x $(COMPAT_PY) || $(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install -q --disable-pip-version-check -c $(COMPAT_PINS) -e '.[book]' 2>&1 | { grep -v 'is ignored: it is neither' || true; }
+	@touch $@
+
+test-compat: compat-venv system-packages
+	@start=$$SECONDS; status=0; \
+	echo "test-compat: $$($(COMPAT_PY) -m pip list --disable-pip-version-check 2>/dev/null | grep -iE '^(torch|torchvision|numpy|transformers|accelerate|torchmetrics|scikit-image) ' | tr -s ' ' | paste -sd, -)"; \
+	$(COMPAT_VENV)/bin/aigc-book assets >/dev/null || exit 1; \
+	AIGC_OFFLINE=1 AIGC_COMPAT=1 $(COMPAT_PY) -m pytest -q tests --ignore=tests/built || status=1; \
+	echo "test-compat: unit tests done at $$((SECONDS - start)) s"; \
+	rm -rf $(COMPAT_OUT) && mkdir -p $(COMPAT_OUT) && ln -s ../../notebooks $(COMPAT_OUT)/notebooks; \
+	(cd $(COMPAT_OUT) && AIGC_OFFLINE=1 AIGC_CACHE=$(CURDIR)/$(COMPAT_OUT)/cache \
+	  $(CURDIR)/$(COMPAT_VENV)/bin/aigc-book run --profile smoke $(COMPAT_CHAPTERS)) || status=1; \
+	AIGC_COMPAT_METRICS=$(COMPAT_OUT)/_build/metrics $(COMPAT_PY) -m pytest -q -k compat_chapters tests/test_compat.py || status=1; \
+	echo "test-compat: $$([ $$status = 0 ] && echo passed || echo FAILED) in $$((SECONDS - start)) s"; \
+	exit $$status
 
 serve:
 	$(PY) -m http.server --directory _build/html 8000

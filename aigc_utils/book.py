@@ -192,7 +192,9 @@ def notebook_title(path: Path) -> str:
 def write_dashboard(stage: Path, metrics: Path) -> None:
     """Replace the marker in the staged ``book/results.md`` with the generated dashboard."""
     page = stage / "book" / "results.md"
-    notebooks = sorted((stage / "notebooks").glob("*.ipynb"))
+    from .runner import toc_notebooks  # the dashboard follows the book's order, appendices last
+
+    notebooks = toc_notebooks(stage)
     titles = {p.stem: notebook_title(p) for p in notebooks}
     anchors = yaml.safe_load((stage / "book" / "anchors.yml").read_text(encoding="utf-8"))
     stems = [p.stem for p in notebooks]

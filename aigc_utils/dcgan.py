@@ -16,10 +16,10 @@ from .core.train import History, Stopwatch, fit, optimizer_step
 from .gan_math import discriminator_loss, generator_loss
 
 # %% auto #0
-__all__ = ['SIZES', 'Z_DIM', 'G_CHANNELS', 'D_CHANNELS', 'LR', 'BETAS', 'DCGANConfig', 'dcgan_config', 'Generator',
-           'Discriminator', 'init_dcgan_weights', 'build_dcgan', 'sample_images', 'r1_penalty', 'logits_and_class_loss',
-           'dcgan_d_step', 'dcgan_g_step', 'fashion_referee', 'train_dcgan', 'generator_key', 'share_generator',
-           'trained_generator', 'slerp', 'interpolate']
+__all__ = ['SIZES', 'Z_DIM', 'G_CHANNELS', 'D_CHANNELS', 'LR', 'BETAS', 'COND_R1', 'COND_CLASS_WEIGHT', 'DCGANConfig',
+           'dcgan_config', 'Generator', 'Discriminator', 'init_dcgan_weights', 'build_dcgan', 'sample_images',
+           'r1_penalty', 'logits_and_class_loss', 'dcgan_d_step', 'dcgan_g_step', 'fashion_referee', 'train_dcgan',
+           'generator_key', 'share_generator', 'trained_generator', 'slerp', 'interpolate']
 
 # %% ../notebooks/03_image_gan.ipynb #f2f8fc4b
 # Per profile: n_clf_train images and clf_epochs for the referee classifier (section 4), GAN steps
@@ -34,6 +34,7 @@ SIZES: dict[str, dict[str, int]] = {
 }
 Z_DIM, G_CHANNELS, D_CHANNELS = 64, (64, 32), (32, 64)  # latent; G at 7², 14²; D at 14², 7²
 LR, BETAS = 5e-4, (0.5, 0.999)  # Adam for G and D, with DCGAN's β1 = 0.5
+COND_R1, COND_CLASS_WEIGHT = 1.0, 1.0  # conditional GAN: R1 weight γ on D; auxiliary class loss
 
 # %% ../notebooks/03_image_gan.ipynb #b2c3b467
 @dataclass(frozen=True)
@@ -265,10 +266,12 @@ def train_dcgan(
     return history, snapshots
 
 # %% ../notebooks/03_image_gan.ipynb #aa46fba2
-def generator_key(cfg: DCGANConfig, steps: int, batch_size: int, lr: float, seed: int) -> dict:
-    """Checkpoint key of a trained generator: chapter 03 shares its GAN under it,
-    chapter 10 loads it."""
-    return {"cfg": str(cfg), "steps": steps, "batch": batch_size, "lr": lr, "seed": seed}
+def generator_key(cfg: DCGANConfig, steps: int, batch_size: int, lr: float, seed: int,
+                  r1: float = 0.0, class_weight: float = 0.0) -> dict:
+    """Checkpoint key of a trained generator: chapter 03 shares its GANs under it,
+    chapter 10 loads them."""
+    return {"cfg": str(cfg), "steps": steps, "batch": batch_size, "lr": lr, "seed": seed,
+            "r1": r1, "class_weight": class_weight}
 
 
 def share_generator(G: Generator, key: dict, train_seconds: float) -> None:
@@ -279,25 +282,29 @@ def share_generator(G: Generator, key: dict, train_seconds: float) -> None:
 
 
 def trained_generator(
-    images: Tensor, profile: str, *, fallback_steps: int | None = None, seed: int = 0,
-    device: torch.device | str = "cpu",
+    images: Tensor, profile: str, *, labels: Tensor | None = None,
+    fallback_steps: int | None = None, seed: int = 0, device: torch.device | str = "cpu",
 ) -> tuple[Generator, dict, bool]:
-    """This chapter's unconditional generator for profile, as chapter 03 shared it in the cache; if
-    it is not there, a run of fallback_steps (default: the profile's steps_uncond) by train_dcgan,
-    cached too. Returns (G in eval mode, {"steps", "train_seconds"}, loaded_from_cache)."""
-    sizes, cfg = SIZES[profile], dcgan_config()
+    """This chapter's generator for profile as chapter 03 shared it in the cache: unconditional,
+    or with labels the conditional one (R1 and class loss as in section 6). If it is not there, a
+    run of fallback_steps (default: the profile's steps) by train_dcgan, cached too.
+    Returns (G in eval mode, {"steps", "train_seconds"}, loaded_from_cache)."""
+    conditional = labels is not None
+    sizes, cfg = SIZES[profile], dcgan_config(10 if conditional else 0)
+    full = sizes["steps_cond" if conditional else "steps_uncond"]
+    options = {"r1": COND_R1, "class_weight": COND_CLASS_WEIGHT} if conditional else {}
     G, D = build_dcgan(cfg, seed=seed)
-    shared = checkpoint_path("03_dcgan", generator_key(cfg, sizes["steps_uncond"], sizes["batch"],
-                                                       LR, seed)).exists()
-    steps = sizes["steps_uncond"] if shared else (fallback_steps or sizes["steps_uncond"])
+    shared = checkpoint_path("03_dcgan", generator_key(cfg, full, sizes["batch"], LR, seed,
+                                                       **options)).exists()
+    steps = full if shared else (fallback_steps or full)
 
     def train(g: Generator) -> dict:
         with Stopwatch() as clock:
-            train_dcgan(g, D, images, None, steps=steps, batch_size=sizes["batch"], lr=LR,
-                        betas=BETAS, device=device, seed=seed, progress=False)
+            train_dcgan(g, D, images, labels, steps=steps, batch_size=sizes["batch"], lr=LR,
+                        betas=BETAS, device=device, seed=seed, progress=False, **options)
         return {"steps": steps, "train_seconds": clock.seconds}
 
-    key = generator_key(cfg, steps, sizes["batch"], LR, seed)
+    key = generator_key(cfg, steps, sizes["batch"], LR, seed, **options)
     G, extras, hit = cached_module("03_dcgan", key, G, train)
     return G.to(device).eval(), extras, hit
 

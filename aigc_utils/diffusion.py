@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable
 
 import torch
@@ -60,16 +61,20 @@ def drop_labels(y: torch.Tensor, num_classes: int, p_uncond: float,
     return torch.where(drop, torch.full_like(y, num_classes), y)
 
 
-def min_snr_weight(alpha_bar_t: torch.Tensor, gamma: float) -> torch.Tensor:
-    """min(SNR, gamma) / (SNR + 1): turns the v-loss into the min-SNR-gamma weighted x0-loss."""
+def min_snr_weight(alpha_bar_t: torch.Tensor, gamma: float | None) -> torch.Tensor:
+    """min(SNR, gamma) / (SNR + 1): turns the v-loss into the min-SNR-gamma weighted x0-loss.
+    gamma None: weight 1, the plain v-loss."""
     s = snr(alpha_bar_t)
+    if gamma is None:
+        return torch.ones_like(s)
     return torch.minimum(s, torch.full_like(s, gamma)) / (s + 1)
 
 # %% ../notebooks/10_diffusion.ipynb #2c6a0fe3
 def diffusion_loss(model: nn.Module, x0: torch.Tensor, y: torch.Tensor, gen: torch.Generator,
                    alpha_bar: torch.Tensor, p_uncond: float = 0.1,
-                   gamma: float = 5.0) -> torch.Tensor:
-    """One batch's loss: noise x0 to a random step t, predict the velocity v, weight by min-SNR."""
+                   gamma: float | None = None) -> torch.Tensor:
+    """One batch's loss: noise x0 to a random step t, predict the velocity v; plain, or weighted
+    by min-SNR-gamma."""
     n, T = len(x0), len(alpha_bar) - 1
     t = torch.randint(1, T + 1, (n,), generator=gen).to(x0.device)
     noise = torch.randn(x0.shape, generator=gen).to(x0.device)
@@ -90,19 +95,26 @@ def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10_000.0) 
 
 # %% ../notebooks/10_diffusion.ipynb #44a4ea6e
 class ResBlock(nn.Module):
-    """GroupNorm, SiLU, conv, plus the projected time(+label) embedding; again; residual path."""
+    """GroupNorm, SiLU, conv; GroupNorm with the embedding's scale and shift (or, with
+    scale_shift False, the embedding added as a bias before it), SiLU, conv; residual path."""
 
-    def __init__(self, c_in: int, c_out: int, emb_dim: int) -> None:
+    def __init__(self, c_in: int, c_out: int, emb_dim: int, scale_shift: bool = True) -> None:
         super().__init__()
+        self.scale_shift = scale_shift
         self.norm1, self.conv1 = nn.GroupNorm(8, c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
-        self.emb = nn.Linear(emb_dim, c_out)
+        self.emb = nn.Linear(emb_dim, 2 * c_out if scale_shift else c_out)
         self.norm2, self.conv2 = nn.GroupNorm(8, c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
         self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x))) + self.emb(emb)[:, :, None, None]
-        h = self.conv2(F.silu(self.norm2(h)))
-        return self.skip(x) + h
+        h = self.conv1(F.silu(self.norm1(x)))
+        e = self.emb(emb)[:, :, None, None]  # one number (or two) per channel
+        if self.scale_shift:
+            scale, shift = e.chunk(2, dim=1)
+            h = self.norm2(h) * (1 + scale) + shift
+        else:
+            h = self.norm2(h + e)
+        return self.skip(x) + self.conv2(F.silu(h))
 
 # %% ../notebooks/10_diffusion.ipynb #f8ba0f26
 @dataclass(frozen=True)
@@ -113,6 +125,7 @@ class UNetConfig:
     num_classes: int = 10  # label index num_classes is the null label of classifier-free guidance
     patch: int = 2  # pixel-unshuffle factor: a lossless 2×2 space-to-depth before the first conv
     emb_dim: int = 128
+    scale_shift: bool = True  # the embedding as scale and shift after GroupNorm, or as a bias
 
 # %% ../notebooks/10_diffusion.ipynb #bba11762
 class UNet(nn.Module):
@@ -126,11 +139,12 @@ class UNet(nn.Module):
         self.label_emb = nn.Embedding(cfg.num_classes + 1, e)
         self.patchify, self.unpatchify = nn.PixelUnshuffle(cfg.patch), nn.PixelShuffle(cfg.patch)
         self.stem = nn.Conv2d(pc, c0, 3, padding=1)
-        self.enc = ResBlock(c0, c0, e)
+        block = partial(ResBlock, emb_dim=e, scale_shift=cfg.scale_shift)
+        self.enc = block(c0, c0)
         self.down = nn.Conv2d(c0, c1, 3, stride=2, padding=1)
-        self.mid1, self.mid2 = ResBlock(c1, c1, e), ResBlock(c1, c1, e)
+        self.mid1, self.mid2 = block(c1, c1), block(c1, c1)
         self.up = nn.ConvTranspose2d(c1, c0, 4, stride=2, padding=1)
-        self.dec = ResBlock(2 * c0, c0, e)
+        self.dec = block(2 * c0, c0)
         self.head = nn.Sequential(nn.GroupNorm(8, c0), nn.SiLU(), nn.Conv2d(c0, pc, 3, padding=1))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

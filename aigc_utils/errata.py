@@ -13,12 +13,12 @@ import torch
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['SEED_BLOCKS', 'SeedBlock', 'ErrataLedger', 'discrete_optimal_d', 'discrete_value', 'discrete_jsd', 'causal_lm_loss',
-           'requires_python', 'python_supported']
+__all__ = ['SOURCE_BLOCKS', 'SourceBlock', 'ErrataLedger', 'discrete_optimal_d', 'discrete_value', 'discrete_jsd',
+           'causal_lm_loss', 'requires_python', 'python_supported']
 
 # %% ../notebooks/09_seed_errata.ipynb #e09c
 @dataclass(frozen=True)
-class SeedBlock:
+class SourceBlock:
     """A code block or formula of the source text: where, what, which chapter teaches the fix."""
 
     key: str
@@ -28,21 +28,22 @@ class SeedBlock:
     chapter: str  # the notebook's stem
 
 
-SEED_BLOCKS: tuple[SeedBlock, ...] = (
-    SeedBlock("value_function", "4.1.3", "formula", "GAN value function", "02_gan_math"),
-    SeedBlock("generator_gradient", "4.2.1", "formula", "generator gradient", "02_gan_math"),
-    SeedBlock("discriminator_gradient", "4.2.2", "formula", "discriminator gradient",
-              "02_gan_math"),
-    SeedBlock("attention_formula", "4.3.1", "formula", "H = Attention(X, H₋₁)",
-              "05_transformer_decoder"),
-    SeedBlock("transformer_decoder", "4.3.1", "code", "TransformerDecoder example",
-              "05_transformer_decoder"),
-    SeedBlock("gan_training", "4.3.2", "code", "GAN training example", "03_image_gan"),
-    SeedBlock("environment", "5.1", "shell", "environment setup (conda, pip)",
-              "06_gpt2_finetuning"),
-    SeedBlock("gpt2_snippet", "5.2", "code", "GPT-2 data/model snippet", "06_gpt2_finetuning"),
-    SeedBlock("train_evaluate", "5.2", "code", "train / evaluate functions", "06_gpt2_finetuning"),
-    SeedBlock("training_driver", "5.2", "code", "training driver", "06_gpt2_finetuning"),
+SOURCE_BLOCKS: tuple[SourceBlock, ...] = (
+    SourceBlock("value_function", "4.1.3", "formula", "GAN value function", "02_gan_math"),
+    SourceBlock("generator_gradient", "4.2.1", "formula", "generator gradient", "02_gan_math"),
+    SourceBlock("discriminator_gradient", "4.2.2", "formula", "discriminator gradient",
+                "02_gan_math"),
+    SourceBlock("attention_formula", "4.3.1", "formula", "H = Attention(X, H₋₁)",
+                "05_transformer_decoder"),
+    SourceBlock("transformer_decoder", "4.3.1", "code", "TransformerDecoder example",
+                "05_transformer_decoder"),
+    SourceBlock("gan_training", "4.3.2", "code", "GAN training example", "03_image_gan"),
+    SourceBlock("environment", "5.1", "shell", "environment setup (conda, pip)",
+                "06_gpt2_finetuning"),
+    SourceBlock("gpt2_snippet", "5.2", "code", "GPT-2 data/model snippet", "06_gpt2_finetuning"),
+    SourceBlock("train_evaluate", "5.2", "code", "train / evaluate functions",
+                "06_gpt2_finetuning"),
+    SourceBlock("training_driver", "5.2", "code", "training driver", "06_gpt2_finetuning"),
 )
 
 
@@ -51,14 +52,14 @@ class ErrataLedger:
     """Which blocks a run treated and whether each fix passed its check; check never raises."""
 
     record: Callable[..., None] | None = None  # e.g. ch.record: receives fixed_<key> = 1 or 0
-    blocks: tuple[SeedBlock, ...] = SEED_BLOCKS
+    blocks: tuple[SourceBlock, ...] = SOURCE_BLOCKS
     outcomes: dict[str, bool] = field(default_factory=dict)
 
     def check(self, key: str, **conditions: bool) -> None:
         """Record block key's fix as passed when every condition holds; print which did not."""
         known = {b.key for b in self.blocks}
         if key not in known:
-            raise KeyError(f"unknown seed block {key!r}; known: {', '.join(sorted(known))}")
+            raise KeyError(f"unknown block {key!r}; known: {', '.join(sorted(known))}")
         failed = [name for name, ok in conditions.items() if not bool(ok)]
         passed = bool(conditions) and not failed
         self.outcomes[key] = passed
@@ -69,10 +70,10 @@ class ErrataLedger:
         print(textwrap.fill(line, width=96, subsequent_indent="       "))  # the page's 100 columns
 
     def metrics(self) -> dict[str, int]:
-        """seed_blocks_listed, seed_blocks_covered (checked), fixed_blocks_passing."""
+        """source_blocks_listed, source_blocks_covered (checked), fixed_blocks_passing."""
         return {
-            "seed_blocks_listed": len(self.blocks),
-            "seed_blocks_covered": len(self.outcomes),
+            "source_blocks_listed": len(self.blocks),
+            "source_blocks_covered": len(self.outcomes),
             "fixed_blocks_passing": sum(self.outcomes.values()),
         }
 

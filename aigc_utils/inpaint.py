@@ -143,8 +143,10 @@ def psnr_pooled(pred: Tensor, target: Tensor, weight: Tensor | None = None,
 
 
 def ssim_mean(pred: Tensor, target: Tensor) -> float:
-    """Whole-image SSIM (torchmetrics, Gaussian 11×11 window, σ = 1.5, range 1),
-    mean over images."""
+    """Mean SSIM over the images in torchmetrics' convention: Gaussian window 11 wide, sigma 1.5,
+    range 1; each image padded by reflection and its whole map averaged, border included.
+    scikit-image and Wang et al. 2004 average only the interior (5 pixels in from each side): the
+    same map there, a different mean. tests/test_metrics.py checks both exactly."""
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     return float(structural_similarity_index_measure(pred.float(), target.float(), data_range=1.0))

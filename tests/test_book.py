@@ -14,6 +14,9 @@ from aigc_utils.runner import toc_notebooks
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 NOTEBOOKS = toc_notebooks(ROOT)
+TOC = yaml.safe_load((ROOT / "_toc.yml").read_text())
+APPENDICES = {Path(entry["file"]).stem for part in TOC["parts"] if part["caption"] == "Appendices"
+              for entry in part["chapters"]}
 
 
 def test_toc_lists_only_existing_pages():
@@ -39,7 +42,8 @@ def test_colab_launch_configuration():
 def test_notebook_shape(path):
     nb = nbformat.read(path, as_version=4)
     code = [c for c in nb.cells if c.cell_type == "code"]
-    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(f"# {path.stem[:2]} ")
+    title = "# Appendix " if path.stem in APPENDICES else f"# {path.stem[:2]} · "
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith(title)
     colab = code[0].source
     assert 'if "google.colab" in sys.modules' in colab
     assert f"git+{CONFIG['repository']['url']}@main" in colab, "Colab cell must use _config.yml's repository URL"

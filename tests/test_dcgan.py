@@ -82,7 +82,8 @@ def test_the_chapter_config_is_the_sizes_cell_and_its_key_is_unchanged():
                                                            dcgan.D_CHANNELS)
     assert dcgan.generator_key(cfg, 1800, 64, dcgan.LR, 0) == {
         "cfg": "DCGANConfig(z_dim=64, g_channels=(64, 32), d_channels=(32, 64), num_classes=0, "
-               "image_channels=1, image_size=28)", "steps": 1800, "batch": 64, "lr": 5e-4, "seed": 0}
+               "image_channels=1, image_size=28)", "steps": 1800, "batch": 64, "lr": 5e-4, "seed": 0,
+        "r1": 0.0, "class_weight": 0.0}
 
 
 def test_same_seed_same_weights():
@@ -297,7 +298,7 @@ def test_gpu_profile_models_take_one_step_on_cpu(one_thread):
         G, D = build_dcgan(dcgan_config(classes), seed=p["seed"])
         hist, snaps = train_dcgan(G, D, images, labels if classes else None, steps=1, batch_size=2,
                                   lr=dcgan.LR, betas=BETAS, snapshot_every=1, progress=False,
-                                  **({"r1": p["COND_R1"], "class_weight": p["COND_CLASS_WEIGHT"]}
+                                  **({"r1": dcgan.COND_R1, "class_weight": dcgan.COND_CLASS_WEIGHT}
                                      if classes else {}))
         assert all(torch.isfinite(torch.tensor(v)).all() for v in hist.curves.values())
         assert snaps[-1][1].shape == (64, 1, 28, 28)

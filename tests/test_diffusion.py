@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import notebook_parameters
 
 from aigc_utils import diffusion as dm
@@ -31,8 +32,7 @@ def output_moves_with_t_and_y(model: torch.nn.Module, seed: int = 0) -> tuple[fl
 
 
 def seeing_unet(seed: int = 0) -> UNet:
-    """A small U-Net at a width where each GroupNorm group holds several channels, so that the
-    per-channel time/label bias survives the normalisation: its output demonstrably moves with t and y."""
+    """A small U-Net whose output demonstrably moves with t and y (asserted)."""
     torch.manual_seed(seed)
     model = UNet(UNetConfig(channels=(16, 32))).eval()
     by_t, by_y = output_moves_with_t_and_y(model, seed)
@@ -40,12 +40,30 @@ def seeing_unet(seed: int = 0) -> UNet:
     return model
 
 
-def test_at_eight_channels_groupnorm_erases_the_conditioning():
-    """Why the tests use `seeing_unet`: with 8 channels in 8 groups each channel is its own group, and
-    GroupNorm subtracts the per-channel bias that carries t and y, so the network ignores both."""
+def test_at_eight_channels_groupnorm_erases_a_bias_but_not_scale_and_shift():
+    """With 8 channels in 8 groups each channel is its own group: GroupNorm subtracts the per-channel
+    bias that carries t and y, so the bias-form network ignores both; scale-and-shift after the
+    normalisation survives it."""
+    torch.manual_seed(0)
+    by_t, by_y = output_moves_with_t_and_y(UNet(UNetConfig(channels=(8, 8), scale_shift=False)).eval())
+    assert by_t < 1e-5 and by_y < 1e-5
     torch.manual_seed(0)
     by_t, by_y = output_moves_with_t_and_y(UNet(UNetConfig(channels=(8, 8))).eval())
-    assert by_t < 1e-5 and by_y < 1e-5
+    assert by_t > 1e-3 and by_y > 1e-3
+
+
+def test_scale_shift_block_is_the_formula_written_out():
+    """(1 + scale) * GroupNorm(h) + shift, scale and shift the two halves of the embedding's projection."""
+    torch.manual_seed(0)
+    block = dm.ResBlock(16, 16, emb_dim=8).eval()
+    x, emb = torch.randn(2, 16, 7, 7), torch.randn(2, 8)
+    with torch.no_grad():
+        h = block.conv1(F.silu(block.norm1(x)))
+        e = emb @ block.emb.weight.T + block.emb.bias
+        scale, shift = e[:, :16, None, None], e[:, 16:, None, None]
+        want = x + block.conv2(F.silu(F.group_norm(h, 8, block.norm2.weight, block.norm2.bias)
+                                      * (1 + scale) + shift))
+        assert torch.allclose(block(x, emb), want, atol=1e-5)
 
 
 def test_schedule_endpoints():
@@ -120,13 +138,14 @@ def test_ddim_is_deterministic_and_recovers_x0_with_the_true_noise():
     assert torch.equal(c, c_again) and not torch.equal(c, d)
 
 
-def test_loss_against_a_hand_computation():
+@pytest.mark.parametrize("gamma", [5.0, None])
+def test_loss_against_a_hand_computation(gamma):
     ab = dm.cosine_alpha_bar(100)
     x0 = torch.rand(5, 1, 28, 28) * 2 - 1
     y = torch.arange(5)
     model = seeing_unet()
     loss = dm.diffusion_loss(model, x0, y, torch.Generator().manual_seed(7), ab, p_uncond=0.5,
-                             gamma=5.0)
+                             gamma=gamma)
     gen = torch.Generator().manual_seed(7)  # replay the same draws, in the same order
     t = torch.randint(1, 101, (5,), generator=gen)
     eps = torch.randn(x0.shape, generator=gen)
@@ -137,7 +156,7 @@ def test_loss_against_a_hand_computation():
         a = ab[t[i]].item()
         x_t = math.sqrt(a) * x0[i] + math.sqrt(1 - a) * eps[i]
         v = math.sqrt(a) * eps[i] - math.sqrt(1 - a) * x0[i]
-        w = min(a / (1 - a), 5.0) / (a / (1 - a) + 1)
+        w = 1.0 if gamma is None else min(a / (1 - a), gamma) / (a / (1 - a) + 1)
         pred = model(x_t[None], t[i : i + 1], y_used[i : i + 1])[0]
         total += w * ((pred - v) ** 2).mean().item()
     assert loss.item() == pytest.approx(total / 5, rel=1e-4)
@@ -349,6 +368,16 @@ def test_chapter10_finds_the_gan_chapter03_shares(tmp_path, monkeypatch):
     loaded, info, hit = dcgan.trained_generator(images, "cpu", fallback_steps=1, seed=0)
     assert hit and info == {"steps": sizes["steps_uncond"], "train_seconds": 12.5}
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), G.state_dict().values()))
+    # the conditional GAN of chapter 03's section 6, shared the same way
+    ccfg = dcgan.dcgan_config(10)
+    cG, _ = dcgan.build_dcgan(ccfg, seed=3)
+    ckey = dcgan.generator_key(ccfg, sizes["steps_cond"], sizes["batch"], dcgan.LR, 0,
+                               r1=dcgan.COND_R1, class_weight=dcgan.COND_CLASS_WEIGHT)
+    dcgan.share_generator(cG, ckey, 7.5)
+    labels = torch.zeros(4, dtype=torch.long)
+    loaded, info, hit = dcgan.trained_generator(images, "cpu", labels=labels, fallback_steps=1, seed=0)
+    assert hit and info == {"steps": sizes["steps_cond"], "train_seconds": 7.5}
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), cG.state_dict().values()))
     # and that is the call chapter 10's page makes, with no chapter 03 setting typed on the page
     cells = json.loads(NOTEBOOK.read_text())["cells"]
     page = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")

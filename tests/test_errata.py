@@ -1,5 +1,6 @@
-"""Chapter 09: the finite-support GAN value, the causal-LM loss, the install check, the ledger and
-its bars, the page showing what it runs, and one step of the ``gpu`` profile's models on the CPU."""
+"""Appendix A (notebook 09): the finite-support GAN value, the causal-LM loss, the install check, the
+ledger and its bars, the page showing what it runs, one step of the ``gpu`` profile's models on the CPU,
+and the appendix's place in the book."""
 
 from __future__ import annotations
 
@@ -72,10 +73,10 @@ def test_ledger_records_every_check_without_raising(capsys):
     assert recorded == {"fixed_value_function": 1, "fixed_gan_training": 0, "fixed_environment": 0}
     with pytest.raises(KeyError):
         ledger.check("nonexistent", ok=True)
-    assert ledger.metrics() == {"seed_blocks_listed": len(errata.SEED_BLOCKS),
-                                "seed_blocks_covered": 3, "fixed_blocks_passing": 1}
+    assert ledger.metrics() == {"source_blocks_listed": len(errata.SOURCE_BLOCKS),
+                                "source_blocks_covered": 3, "fixed_blocks_passing": 1}
     table = ledger.table_html()
-    assert table.count("<tr>") == len(errata.SEED_BLOCKS) + 1
+    assert table.count("<tr>") == len(errata.SOURCE_BLOCKS) + 1
     assert '<a href="03_image_gan.html">' in table and ".ipynb" not in table
     assert "FAILED" in table and "not run" in table and "H = Attention(X, H₋₁)" in table
 
@@ -84,12 +85,12 @@ def test_a_failing_fix_fails_the_results(monkeypatch, tmp_path):
     """The notebook's bars on the ledger's metrics: all passing is green, one failure is not."""
     monkeypatch.setenv("AIGC_METRICS_DIR", str(tmp_path))
     params = notebook_parameters("09_seed_errata")
-    assert params["BLOCKS"] == [b.key for b in errata.SEED_BLOCKS]
+    assert params["BLOCKS"] == [b.key for b in errata.SOURCE_BLOCKS]
     bars = params["BARS"]["cpu"]
     for failing in (None, "gan_training"):
         metrics: dict[str, int] = {}
         ledger = errata.ErrataLedger(record=lambda **kv: metrics.update(kv))
-        for block in errata.SEED_BLOCKS:
+        for block in errata.SOURCE_BLOCKS:
             ledger.check(block.key, ok=block.key != failing)
         metrics.update(ledger.metrics())
         if failing is None:
@@ -97,9 +98,9 @@ def test_a_failing_fix_fails_the_results(monkeypatch, tmp_path):
         else:
             with pytest.raises(QualityBarFailed, match=r"fixed_gan_training == 1"):
                 record_results("09_test", metrics, bars, "cpu", "cpu")
-    assert bars == [f"fixed_{b.key} == 1" for b in errata.SEED_BLOCKS]  # one bar per block
-    metrics = {f"fixed_{b.key}": 1 for b in errata.SEED_BLOCKS[:-1]}  # one block never checked
-    metrics.update(seed_blocks_listed=10, seed_blocks_covered=9)
+    assert bars == [f"fixed_{b.key} == 1" for b in errata.SOURCE_BLOCKS]  # one bar per block
+    metrics = {f"fixed_{b.key}": 1 for b in errata.SOURCE_BLOCKS[:-1]}  # one block never checked
+    metrics.update(source_blocks_listed=10, source_blocks_covered=9)
     with pytest.raises(KeyError, match="fixed_training_driver"):
         record_results("09_test", metrics, bars, "cpu", "cpu")
 
@@ -163,3 +164,20 @@ def test_gpu_profile_models_take_one_step_on_cpu():
     dec_opt = torch.optim.Adam(decoder.parameters(), lr=params["LR"]["decoder"])
     loss = optimizer_step(dec_opt, errata.causal_lm_loss(decoder(pattern).logits, pattern))
     assert errata.causal_lm_loss(decoder(pattern).logits, pattern).item() < loss
+
+
+def test_the_appendix_comes_last_and_takes_its_count_from_the_ledger():
+    """Notebook 09 and the prose errata are the book's final part, "Appendices"; the page's number of
+    blocks is glued from the ledger's metrics, not typed."""
+    import yaml
+
+    toc = yaml.safe_load((NOTEBOOK.parents[1] / "_toc.yml").read_text(encoding="utf-8"))
+    last = toc["parts"][-1]
+    files = [c["file"] for c in last["chapters"]]
+    assert last["caption"] == "Appendices"
+    assert files.index("notebooks/09_seed_errata") < files.index("book/errata_text")
+    chapters = [c["file"] for part in toc["parts"][:-1] for c in part["chapters"]]
+    assert "notebooks/09_seed_errata" not in chapters and "book/errata_text" not in chapters
+    intro = "".join(json.loads(NOTEBOOK.read_text())["cells"][0]["source"])
+    assert intro.startswith("# Appendix A — ") and "{glue:text}`source_blocks_listed`" in intro
+    assert "source_blocks_listed" in errata.ErrataLedger().metrics()

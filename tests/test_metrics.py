@@ -1,10 +1,12 @@
-"""Chapter 03's offline GAN metrics: FID against the closed form, IS against torchmetrics, coverage,
-and the classifier's training against the hand-written loop it replaced."""
+"""The book's image metrics: chapter 03's FID against the closed form, IS against the original
+recipe and torchmetrics, coverage, the classifier's training against the hand-written loop it
+replaced; and chapter 08's SSIM convention against scikit-image."""
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -76,6 +78,70 @@ def test_inception_score_extremes_and_torchmetrics_parity():
     metric.update(logits)
     mean, _ = metric.compute()
     assert inception_score(logits) == pytest.approx(float(mean), rel=1e-5)
+
+
+def test_inception_score_splits_are_the_original_recipes_consecutive_parts():
+    logits = torch.randn(600, 10, generator=torch.Generator().manual_seed(2)) * 3
+
+    def mean_over(parts: list[tuple[int, int]]) -> float:
+        return sum(inception_score(logits[a:b]) for a, b in parts) / len(parts)
+
+    # part i: rows floor(i N / k) to floor((i + 1) N / k); torch.chunk would give 3, 3, 3, 1 here
+    assert inception_score(logits[:10], splits=4) == pytest.approx(
+        mean_over([(0, 2), (2, 5), (5, 7), (7, 10)]), rel=1e-12)
+    # and 2, 2, 2 (three parts, not four) here
+    assert inception_score(logits[:6], splits=4) == pytest.approx(
+        mean_over([(0, 1), (1, 3), (3, 4), (4, 6)]), rel=1e-12)
+    with pytest.raises(ValueError, match="splits"):
+        inception_score(logits[:3], splits=4)
+    # k dividing N: torchmetrics' equal parts, after the same shuffle torchmetrics makes first
+    from torchmetrics.image.inception import InceptionScore
+
+    metric = InceptionScore(feature=Identity(10), splits=4)
+    metric.update(logits)
+    torch.manual_seed(3)
+    mean, _ = metric.compute()
+    torch.manual_seed(3)
+    shuffled = logits[torch.randperm(600)]
+    assert inception_score(shuffled, splits=4) == pytest.approx(float(mean), rel=1e-5)
+    assert inception_score(shuffled, splits=4) != pytest.approx(inception_score(shuffled), rel=1e-4)
+
+
+def ssim_images(n: int = 4, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noisy copies of random 28×28 images, as (pred, target) in [0, 1]."""
+    gen = torch.Generator().manual_seed(seed)
+    target = torch.rand(n, 1, 28, 28, generator=gen)
+    return (target + 0.2 * torch.randn(n, 1, 28, 28, generator=gen)).clamp(0, 1), target
+
+
+def test_ssim_mean_averages_the_whole_reflection_padded_map_and_skimage_its_interior():
+    """Chapter 08's ssim_mean follows torchmetrics: Gaussian window (sigma 1.5, 11 wide), each image
+    padded by reflection, the whole 28×28 map averaged. scikit-image (and Wang et al. 2004) average
+    only the interior, 5 pixels in from each side: the same map there, a different mean."""
+    from skimage.metrics import structural_similarity
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    from aigc_utils.inpaint import ssim_mean
+
+    pred, target = ssim_images()
+    ours = ssim_mean(pred, target)
+    explicit = structural_similarity_index_measure(
+        pred, target, gaussian_kernel=True, sigma=1.5, kernel_size=11, data_range=1.0,
+        k1=0.01, k2=0.03, reduction="elementwise_mean")
+    assert ours == pytest.approx(float(explicit), abs=1e-6)
+    kw = {"data_range": 1.0, "gaussian_weights": True, "sigma": 1.5,
+          "use_sample_covariance": False, "full": True}
+    whole, interior, skimage_means = [], [], []
+    for p, t in zip(pred[:, 0].double().numpy(), target[:, 0].double().numpy()):
+        skimage_means.append(structural_similarity(t, p, **kw)[0])  # its border is cropped
+        # numpy's "reflect" is torch's: the edge pixel is not repeated (scipy's "reflect" repeats)
+        _, padded_map = structural_similarity(np.pad(t, 5, mode="reflect"),
+                                              np.pad(p, 5, mode="reflect"), **kw)
+        whole.append(padded_map[5:-5, 5:-5].mean())  # the 28×28 map of the reflected image
+        interior.append(padded_map[10:-10, 10:-10].mean())  # its 18×18 interior
+    assert ours == pytest.approx(float(np.mean(whole)), abs=1e-6)
+    assert interior == pytest.approx(skimage_means, abs=1e-6)
+    assert abs(ours - float(np.mean(skimage_means))) > 1e-3  # the border's 59 % moves the mean
 
 
 def test_class_coverage_counts_classes_above_threshold():

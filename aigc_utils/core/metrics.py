@@ -156,14 +156,26 @@ def frechet_distance_gaussians(
 
 
 def inception_score(logits: torch.Tensor, splits: int = 1) -> float:
-    r"""$\mathrm{IS} = \exp\big(\mathbb E_x \mathrm{KL}(p(y\mid x)\Vert p(y))\big)$ with
-    $p(y) = \mathbb E_x p(y\mid x)$ (Salimans et al. 2016); with ``splits`` > 1, the mean over
-    equal chunks (the original recipe)."""
+    """The Inception Score (Salimans et al. 2016) of classifier logits (N, classes): the exponential
+    of the EXPECTED KL divergence, IS = exp(E_x KL(p(y|x) || p(y))), where p(y|x) is the softmax of
+    one image's logits, the expectation is the mean over the N images and p(y) = E_x p(y|x) is
+    their marginal class distribution. It runs from 1 (every image gets the same distribution) to
+    the number of classes (confident and balanced).
+
+    With ``splits`` = k > 1 it is the mean of k such scores, each with its own marginal, over
+    consecutive parts of the rows as given (no shuffling): part i holds rows floor(i N / k) up to,
+    not including, floor((i + 1) N / k), as in the original code. Every row counts once; the parts
+    are equal when k divides N and otherwise differ in size by one row. k must be 1 to N."""
+    n = len(logits)
+    if not 1 <= splits <= n:
+        raise ValueError(f"splits must be between 1 and the number of rows ({n}), got {splits}")
     log_p = F.log_softmax(logits.double(), dim=1)
+    bounds = [i * n // splits for i in range(splits + 1)]
     scores = []
-    for chunk in log_p.chunk(splits):
-        log_marginal = torch.logsumexp(chunk, dim=0) - math.log(len(chunk))
-        kl = (chunk.exp() * (chunk - log_marginal)).sum(dim=1).mean()
+    for start, stop in zip(bounds, bounds[1:]):
+        part = log_p[start:stop]
+        log_marginal = torch.logsumexp(part, dim=0) - math.log(len(part))
+        kl = (part.exp() * (part - log_marginal)).sum(dim=1).mean()
         scores.append(kl.exp().item())
     return float(sum(scores) / len(scores))
 
