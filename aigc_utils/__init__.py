@@ -14,7 +14,7 @@ module                 chapter  what it adds
 ``mlm``                04       WordPiece, BERT masking, masked-LM pretraining, probes and few-shot
 ``decoder``            05       a GPT decoder from scratch, KV cache, parity with GPT-2
 ``gpt2_finetune``      06       BPE, perplexity, sampling, the fine-tuning loop, Trainer
-``finetune_cli``       06       the same fine-tuning as a script for ``accelerate launch`` / ``torchrun``
+``finetune_cli``       A1       the same fine-tuning as a script for ``accelerate launch`` / ``torchrun``
 ``style``              07       Gatys style transfer and a fast feed-forward stylizer
 ``inpaint``            08       masks, classical fills, a U-Net inpainter and denoiser
 ``diffusion``          10       the forward process, DDPM/DDIM/Euler samplers, guidance, flow matching

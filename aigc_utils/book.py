@@ -28,7 +28,7 @@ def vendor_static(static: Path) -> None:
 
 def dashboard_label(stem: str) -> str:
     """The target of a chapter's section on the dashboard (chapter stamps link to it)."""
-    return "dashboard-" + stem.replace("_", "-")
+    return "dashboard-" + stem.replace("_", "-").lower()  # Sphinx lowercases labels
 
 
 def stamp_text(record: dict[str, object], stem: str | None = None) -> str:

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
-import tempfile
+import re
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from typing import Iterable, Sequence
@@ -29,10 +29,10 @@ from aigc_utils.core.train import (
 # %% auto #0
 __all__ = ['VOCAB_SIZE', 'EOS_ID', 'byte_to_unicode', 'token_bytes', 'bpe_pieces', 'tokenizer_parity', 'encode_documents',
            'tiny_gpt2_config', 'new_gpt2', 'make_blocks', 'TrainConfig', 'amp_dtype', 'amp_optimizer_step',
-           'train_manual', 'pretrained_tiny_gpt2', 'hub_available', 'load_base_model', 'split_held_out', 'TargetCorpus',
-           'target_corpus', 'sliding_windows', 'Perplexity', 'perplexity', 'train_with_trainer', 'tokens_per_second',
-           'interleaved_throughput', 'flops_per_token', 'peak_flops', 'finetune_vs_scratch', 'penalize_repetition',
-           'top_k_filter', 'top_p_filter', 'filter_next_token_logits', 'generate_text']
+           'train_manual', 'pretraining_texts', 'pretrained_tiny_gpt2', 'hub_available', 'load_base_model',
+           'split_held_out', 'TargetCorpus', 'target_corpus', 'sliding_windows', 'Perplexity', 'perplexity',
+           'finetune_vs_scratch', 'penalize_repetition', 'top_k_filter', 'top_p_filter', 'filter_next_token_logits',
+           'generate_text', 'word_counts', 'typical_words', 'word_share', 'most_frequent_of', 'repeated_ngram_share']
 
 # %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g02
 VOCAB_SIZE = 50257  # GPT-2's byte-level BPE: 256 bytes + 50,000 merges + <|endoftext|>
@@ -97,7 +97,7 @@ def new_gpt2(config: GPT2Config, seed: int) -> GPT2LMHeadModel:
     """A freshly initialised, seeded GPT2LMHeadModel whose loss_type names the loss it computes."""
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(config)
-    model.loss_type = "ForCausalLM"  # stops a warning, and Trainer mis-scaling the loss (section 7)
+    model.loss_type = "ForCausalLM"  # stops a warning and Trainer mis-scaling the loss (Appendix C)
     return model
 
 # %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g12
@@ -178,6 +178,12 @@ def train_manual(
     model.eval()
     return history
 
+# %% ../notebooks/06_gpt2_finetuning.ipynb #c06-d01
+def pretraining_texts() -> list[str]:
+    """The six novels in janeaustenr's order (a fixed list, never a directory listing or a set)."""
+    novels = assets.austen_novels()
+    return [novels[key] for key in assets.AUSTEN_NOVELS]
+
 # %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g23
 def pretrained_tiny_gpt2(
     config: GPT2Config, cfg: TrainConfig, device: torch.device | str = "cpu"
@@ -192,8 +198,7 @@ def pretrained_tiny_gpt2(
     }
 
     def train(m: GPT2LMHeadModel) -> dict[str, object]:
-        novels = list(assets.austen_novels().values())
-        ids = encode_documents(assets.tiktoken_gpt2(), novels, "<|endoftext|>")
+        ids = encode_documents(assets.tiktoken_gpt2(), pretraining_texts(), "<|endoftext|>")
         blocks = make_blocks(ids, config.n_positions, cfg.steps * cfg.batch_size, cfg.seed)
         history = train_manual(m, blocks, cfg, device, desc="pretrain on Austen")
         return {"losses": history["loss"], "seconds": history.seconds}
@@ -310,96 +315,6 @@ def perplexity(
         correct += int(((logp.argmax(-1) == target) & mask).sum().item())
     return Perplexity(math.exp(nll_sum / count), nll_sum / count, count, correct / count)
 
-# %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g36
-def train_with_trainer(
-    model: GPT2LMHeadModel, blocks: Tensor, cfg: TrainConfig, device: torch.device | str = "cpu",
-    stop_after: int | None = None,
-) -> History:
-    """The same recipe through HF Trainer: same optimizer, schedule, clipping and batch order; a
-    callback fills the History that train_manual returns."""
-    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
-
-    device = torch.device(device)
-    history = History()
-
-    class Record(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if stop_after is not None and state.global_step >= stop_after:
-                control.should_training_stop = True
-            return control
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:  # logged (and synced) right after each step
-                history.log({"loss": logs["loss"], "lr": logs.get("learning_rate", float("nan"))})
-                history.step_ends.append(time.perf_counter())
-            return control
-
-    if getattr(model, "loss_type", None) is None:
-        model.loss_type = "ForCausalLM"  # see new_gpt2
-    dtype = amp_dtype(device)
-    with tempfile.TemporaryDirectory() as out, Stopwatch() as clock:
-        args = TrainingArguments(
-            output_dir=out, max_steps=cfg.steps, per_device_train_batch_size=cfg.batch_size,
-            learning_rate=cfg.lr, weight_decay=cfg.weight_decay, adam_beta1=cfg.betas[0],
-            adam_beta2=cfg.betas[1], adam_epsilon=cfg.eps, max_grad_norm=cfg.grad_clip,
-            lr_scheduler_type="cosine", warmup_steps=cfg.warmup_steps, optim="adamw_torch",
-            train_sampling_strategy="sequential", dataloader_num_workers=0,
-            dataloader_pin_memory=False, logging_steps=1, save_strategy="no", report_to="none",
-            seed=cfg.seed, use_cpu=device.type == "cpu", bf16=dtype == torch.bfloat16,
-            fp16=dtype == torch.float16, disable_tqdm=True,
-        )
-        data = [{"input_ids": block, "labels": block} for block in blocks]
-        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[Record()])
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
-    history.seconds = clock.seconds
-    model.eval()
-    return history
-
-# %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g38
-def tokens_per_second(tokens_per_step: int, *runs: History, skip: int = 2) -> float:
-    """Tokens/s from the median interval between step ends, pooled over runs (each run's first skip
-    steps warm up and are left out)."""
-    gaps = [b - a for run in runs for a, b in zip(run.step_ends[skip:], run.step_ends[skip + 1 :])]
-    if not gaps:
-        raise ValueError("need at least skip + 2 timed steps")
-    return tokens_per_step / statistics.median(gaps)
-
-
-def interleaved_throughput(
-    model: GPT2LMHeadModel, blocks: Tensor, cfg: TrainConfig, steps: int, rounds: int = 2,
-    device: torch.device | str = "cpu",
-) -> tuple[dict[str, float], dict[str, list[History]]]:
-    """Tokens/s of the manual loop and of Trainer over steps steps on copies of model, alternating
-    M T, T M, ... so a drift of the machine's load favours neither; also the runs."""
-    loops = {
-        "manual": lambda m: train_manual(m, blocks, cfg, device, stop_after=steps, progress=False),
-        "trainer": lambda m: train_with_trainer(m, blocks, cfg, device, stop_after=steps),
-    }
-    runs: dict[str, list[History]] = {"manual": [], "trainer": []}
-    for r in range(rounds):
-        for name in ("manual", "trainer") if r % 2 == 0 else ("trainer", "manual"):
-            runs[name].append(loops[name](copy.deepcopy(model)))
-    tokens = cfg.batch_size * blocks.shape[1]
-    return {name: tokens_per_second(tokens, *done) for name, done in runs.items()}, runs
-
-# %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g40
-def flops_per_token(model: GPT2LMHeadModel) -> float:
-    """Training FLOPs per token (PaLM, appendix B): 6 N + 12 L d T."""
-    cfg = model.config
-    n = count_parameters(model) - cfg.n_positions * cfg.n_embd
-    return 6.0 * n + 12.0 * cfg.n_layer * cfg.n_embd * cfg.n_positions
-
-
-def peak_flops(device: torch.device) -> float | None:
-    """Dense bf16 peak FLOP/s of known CUDA GPUs (for MFU); None elsewhere."""
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    peaks = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12,
-             "T4": 65e12}
-    return next((peak for key, peak in peaks.items() if key in name), None)
-
 # %% ../notebooks/06_gpt2_finetuning.ipynb #c06-g41
 def finetune_vs_scratch(
     base: GPT2LMHeadModel, train_ids: Tensor, held: Tensor, cfg: TrainConfig, context: int,
@@ -468,3 +383,39 @@ def generate_text(
     with torch.no_grad():
         out = model.generate(**x, max_new_tokens=max_new_tokens, pad_token_id=EOS_ID, **kwargs)
     return tokenizer.decode(out[0, x["input_ids"].shape[1] :], skip_special_tokens=True)
+
+# %% ../notebooks/06_gpt2_finetuning.ipynb #c06-s02
+def word_counts(texts: Iterable[str]) -> Counter[str]:
+    """Lower-case word counts (letters and apostrophes) over texts."""
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(re.findall(r"[a-z']+", text.lower()))
+    return counts
+
+
+def typical_words(target: Counter[str], source: Counter[str], ratio: float = 10.0,
+                  min_count: int = 20) -> set[str]:
+    """Words at least ratio times as frequent (per word) in target as in source, and seen at least
+    min_count times in target (a word absent from source counts as seen once there)."""
+    n_target, n_source = sum(target.values()), sum(source.values())
+    return {w for w, n in target.items()
+            if n >= min_count and n / n_target >= ratio * max(source[w], 1) / n_source}
+
+
+def word_share(texts: Iterable[str], words: set[str]) -> float:
+    """The share of the words of texts that are in words (0 when there are none)."""
+    counts = word_counts(texts)
+    total = sum(counts.values())
+    return sum(n for w, n in counts.items() if w in words) / total if total else 0.0
+
+
+def most_frequent_of(texts: Iterable[str], words: set[str], n: int = 6) -> list[str]:
+    """The n most frequent words of texts that are in words (ties in alphabetical order)."""
+    counts = word_counts(texts)
+    return sorted((w for w in counts if w in words), key=lambda w: (-counts[w], w))[:n]
+
+
+def repeated_ngram_share(ids: Sequence[int], n: int = 3) -> float:
+    """The share of the n-token windows of ids that occurred earlier in ids."""
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    return sum(g in set(grams[:i]) for i, g in enumerate(grams)) / len(grams) if grams else 0.0

@@ -1,5 +1,6 @@
-"""Chapter 06 beyond one machine: ``finetune_cli`` (generated from the notebook's ``#| export finetune_cli``
-cells) run for real, as two CPU processes and as one, and as ``python -m``.
+"""Appendix C, training tooling: ``finetune_cli`` (generated from ``notebooks/A1_training_tooling.ipynb``) —
+chapter 06's recipe through HF ``Trainer``, throughput measured the same way for both loops, and the
+data-parallel script run for real, as two CPU processes and as one, and as ``python -m``.
 
 Two processes with a per-process batch of B and one process with a batch of 2B see the same blocks
 at every optimizer step, so after the same steps they must hold the same parameters. Only a real
@@ -10,14 +11,17 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 
 from aigc_utils import finetune_cli
+from aigc_utils import gpt2_finetune as g6
 from aigc_utils.gpt2_finetune import VOCAB_SIZE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -77,10 +81,34 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
                 process.kill()
 
 
+PAGE = ROOT / "notebooks" / "A1_training_tooling.ipynb"
+
+
+def page_cells(kind: str) -> list[str]:
+    return ["".join(c["source"]) for c in json.loads(PAGE.read_text())["cells"] if c["cell_type"] == kind]
+
+
 def test_the_tested_command_is_the_documented_one():
-    cells = json.loads((ROOT / "notebooks" / "06_gpt2_finetuning.ipynb").read_text())["cells"]
-    prose = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
-    assert "torchrun " + " ".join(TWO_CPU_PROCESSES) in prose
+    """The documented torchrun line, and the page's own run of it (python -m torch.distributed.run is
+    torchrun), launch the same thing as this file."""
+    assert "torchrun " + " ".join(TWO_CPU_PROCESSES) in "\n".join(page_cells("markdown"))
+    page = re.sub(r"\s+", " ", "\n".join(page_cells("code")))
+    assert '"--standalone", "--nproc_per_node", "2", "-m", "aigc_utils.finetune_cli"' in page
+
+
+def test_the_page_defines_the_script_it_runs():
+    """Every function of ``finetune_cli`` is written in an exported cell of the appendix, which calls the
+    tooling it defines and takes chapter 06's functions from chapter 06's module, never its own."""
+    code = page_cells("code")
+    assert sum(c.startswith("#| default_exp finetune_cli\n") for c in code) == 1
+    exported = "\n".join(c for c in code if c.startswith("#| export\n"))
+    assert set(re.findall(r"^(?:def|class) (\w+)", exported, re.M)) == set(finetune_cli.__all__)
+    rest = "\n".join(c for c in code if not c.startswith("#| export"))
+    for name in ("train_with_trainer", "interleaved_throughput", "tokens_per_second", "build_parser",
+                 "launch", "parameter_gap", "flops_per_token", "load_base_model"):  # fmt: skip
+        assert re.search(rf"\b{name}\(", rest), f"{name} is never called on the page"
+    imports = re.findall(r"^\s*(?:from|import)\s.*(?:gpt2_finetune|finetune_cli).*$", "\n".join(code), re.M)
+    assert imports == ["from aigc_utils.gpt2_finetune import ("]
 
 
 def test_python_dash_m_runs_the_script():
@@ -138,3 +166,68 @@ def test_training_lowers_held_out_perplexity(runs):
         assert m["held_out_ppl"] < 0.8 * m["untrained_ppl"], m
     assert runs["two"].metrics["held_out_ppl"] == pytest.approx(runs["one"].metrics["held_out_ppl"],
                                                                 rel=1e-4)  # fmt: skip
+
+
+def test_tokens_per_second_is_the_pooled_median_interval():
+    from aigc_utils.core.train import History
+
+    a, b = History(step_ends=[0.0, 1.0, 2.0, 2.5, 3.5, 4.0]), History(step_ends=[9.0, 9.1, 9.2, 9.4])
+    assert finetune_cli.tokens_per_second(100, a) == pytest.approx(100 / 0.5)  # gaps 0.5, 1.0, 0.5
+    assert finetune_cli.tokens_per_second(100, a, b) == pytest.approx(100 / 0.5)  # + 0.2
+    assert finetune_cli.tokens_per_second(100, b, skip=0) == pytest.approx(100 / 0.1)  # 0.1, 0.1, 0.2
+    with pytest.raises(ValueError):
+        finetune_cli.tokens_per_second(100, b, skip=3)
+
+
+def tiny(context: int = 16, seed: int = 0):
+    return g6.new_gpt2(g6.tiny_gpt2_config(n_layer=1, n_embd=16, n_head=2, context=context), seed).eval()
+
+
+def test_manual_loop_and_trainer_run_the_same_recipe_in_alternation():
+    blocks = torch.randint(0, g6.VOCAB_SIZE, (16, 16), generator=torch.Generator().manual_seed(4))
+    cfg = g6.TrainConfig(steps=6, batch_size=2, lr=3e-3, warmup_steps=1)
+    speed, runs = finetune_cli.interleaved_throughput(tiny(), blocks, cfg, steps=4, rounds=2)
+    (m0, m1), (t0, t1) = runs["manual"], runs["trainer"]
+    assert [len(h["loss"]) for h in (m0, m1, t0, t1)] == [4, 4, 4, 4]
+    assert m0.step_ends[-1] < t0.step_ends[0] < t0.step_ends[-1] < t1.step_ends[0] < m1.step_ends[0]
+    for trainer in (t0, t1):  # same weights, batches, optimizer, schedule: the same losses
+        assert trainer["lr"] == pytest.approx(m0["lr"], rel=1e-6)
+        assert trainer["loss"] == pytest.approx(m0["loss"], rel=1e-4)
+    assert m1["loss"] == m0["loss"]  # each run starts from its own copy of the model
+    assert speed["manual"] == pytest.approx(finetune_cli.tokens_per_second(2 * 16, m0, m1))
+    assert speed["trainer"] == pytest.approx(finetune_cli.tokens_per_second(2 * 16, t0, t1))
+
+def test_trainer_without_the_named_loss_scales_it_by_t_minus_1_over_t():
+    """The trap the page measures: with loss_type None, Trainer counts all B*T labels as predicted tokens."""
+    blocks = torch.randint(0, VOCAB_SIZE, (8, 16), generator=torch.Generator().manual_seed(5))
+    cfg = g6.TrainConfig(steps=4, batch_size=2, lr=3e-3, warmup_steps=1)
+    named = finetune_cli.train_with_trainer(tiny(), blocks, cfg, stop_after=1)
+    plain = tiny()
+    plain.loss_type = None
+    unnamed = finetune_cli.train_with_trainer(plain, blocks, cfg, stop_after=1, name_loss=False)
+    assert unnamed["loss"][0] / named["loss"][0] == pytest.approx(15 / 16, rel=1e-5)
+    again = tiny()
+    again.loss_type = None
+    repaired = finetune_cli.train_with_trainer(again, blocks, cfg, stop_after=1)  # name_loss default
+    assert repaired["loss"][0] == pytest.approx(named["loss"][0], rel=1e-6)
+
+
+def test_parameter_gap_is_the_largest_difference(tmp_path):
+    a, b = tiny(seed=0), tiny(seed=0)
+    with torch.no_grad():
+        b.transformer.ln_f.bias[3] += 0.25
+    a.save_pretrained(tmp_path / "a")
+    b.save_pretrained(tmp_path / "b")
+    assert finetune_cli.parameter_gap(tmp_path / "a", tmp_path / "b") == pytest.approx(0.25)
+    assert finetune_cli.parameter_gap(tmp_path / "a", tmp_path / "a") == 0.0
+
+
+def test_appendix_sizes_and_bars():
+    from conftest import notebook_parameters
+
+    params = notebook_parameters("A1_training_tooling")
+    assert set(params["SIZES"]) == {"smoke", "cpu", "gpu"}
+    for profile, sizes in params["SIZES"].items():
+        assert sizes["compare_steps"] <= sizes["finetune_steps"] and set(sizes["hub"]) <= set(sizes)
+        assert "dp_param_gap < 1e-4" in params["BARS"][profile]
+        assert any(bar.startswith("trainer_loss_max_rel_diff <=") for bar in params["BARS"][profile])

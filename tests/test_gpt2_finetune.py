@@ -1,5 +1,6 @@
 """Chapter 06: tokenizer parity, perplexity against a hand computation, the sampling filters against
-transformers' processors, one recipe in two loops, the page defining what runs, the gpu profile.
+transformers' processors, the sample statistics, the same pretrained base whatever the thread count or hash
+seed, the page defining what runs, the gpu profile.
 
 ``aigc_utils.gpt2_finetune`` is generated from the notebook's ``#| export`` cells."""
 
@@ -260,30 +261,96 @@ def test_manual_loop_learns_on_the_transformers_schedule():
     assert history["loss"][-1] < history["loss"][0] and len(history.step_ends) == 6
 
 
-def test_tokens_per_second_is_the_pooled_median_interval():
-    from aigc_utils.core.train import History
+def test_word_statistics_by_hand():
+    counts = g6.word_counts(["Unto thee, O LORD; unto thee!", "Mr. Darcy's fortune"])
+    assert counts == {"unto": 2, "thee": 2, "o": 1, "lord": 1, "mr": 1, "darcy's": 1, "fortune": 1}
+    target = g6.word_counts(["unto " * 30 + "the " * 30 + "lord " * 19])  # 79 words
+    source = g6.word_counts(["the " * 50 + "unto " * 2 + "fortune " * 48])  # 100 words
+    # unto: 30/79 against 2/100 (19x): typical; the: 30/79 < 10 x 50/100; lord: absent from the
+    # source (counted once, 12.7x) but seen only 19 < 20 times
+    assert g6.typical_words(target, source) == {"unto"}
+    assert g6.typical_words(target, source, min_count=19) == {"unto", "lord"}
+    assert g6.typical_words(target, source, ratio=20.0) == set()
+    assert g6.word_share(["Unto the LORD, unto thee"], {"unto", "lord"}) == pytest.approx(3 / 5)
+    assert g6.word_share(["", "123"], {"unto"}) == 0.0
 
-    a, b = History(step_ends=[0.0, 1.0, 2.0, 2.5, 3.5, 4.0]), History(step_ends=[9.0, 9.1, 9.2, 9.4])
-    assert g6.tokens_per_second(100, a) == pytest.approx(100 / 0.5)  # gaps 0.5, 1.0, 0.5
-    assert g6.tokens_per_second(100, a, b) == pytest.approx(100 / 0.5)  # + 0.2
-    assert g6.tokens_per_second(100, b, skip=0) == pytest.approx(100 / 0.1)  # 0.1, 0.1, 0.2
-    with pytest.raises(ValueError):
-        g6.tokens_per_second(100, b, skip=3)
+
+def test_most_frequent_of_by_hand():
+    texts = ["unto the LORD, unto thee; thee and thee", "Unto Mrs Bennet"]
+    assert g6.most_frequent_of(texts, {"unto", "thee", "lord", "mrs"}) == ["thee", "unto", "lord", "mrs"]
+    assert g6.most_frequent_of(texts, {"unto", "thee", "lord", "mrs"}, n=2) == ["thee", "unto"]  # 3, 3
+    assert g6.most_frequent_of(texts, {"begat"}) == []
 
 
-def test_manual_loop_and_trainer_run_the_same_recipe_in_alternation():
-    blocks = torch.randint(0, g6.VOCAB_SIZE, (16, 16), generator=torch.Generator().manual_seed(4))
-    cfg = g6.TrainConfig(steps=6, batch_size=2, lr=3e-3, warmup_steps=1)
-    speed, runs = g6.interleaved_throughput(tiny(), blocks, cfg, steps=4, rounds=2)
-    (m0, m1), (t0, t1) = runs["manual"], runs["trainer"]
-    assert [len(h["loss"]) for h in (m0, m1, t0, t1)] == [4, 4, 4, 4]
-    assert m0.step_ends[-1] < t0.step_ends[0] < t0.step_ends[-1] < t1.step_ends[0] < m1.step_ends[0]
-    for trainer in (t0, t1):  # same weights, batches, optimizer, schedule: the same losses
-        assert trainer["lr"] == pytest.approx(m0["lr"], rel=1e-6)
-        assert trainer["loss"] == pytest.approx(m0["loss"], rel=1e-4)
-    assert m1["loss"] == m0["loss"]  # each run starts from its own copy of the model
-    assert speed["manual"] == pytest.approx(g6.tokens_per_second(2 * 16, m0, m1))
-    assert speed["trainer"] == pytest.approx(g6.tokens_per_second(2 * 16, t0, t1))
+def test_repeated_ngram_share_by_hand():
+    assert g6.repeated_ngram_share([1, 2, 3, 4, 5]) == 0.0  # three trigrams, none seen before
+    assert g6.repeated_ngram_share([1, 2, 3, 1, 2, 3, 1, 2]) == pytest.approx(3 / 6)
+    assert g6.repeated_ngram_share([7] * 6) == pytest.approx(3 / 4)  # a loop: all but the first
+    assert g6.repeated_ngram_share([1, 2, 1, 2], n=2) == pytest.approx(1 / 3)  # (1, 2) again
+    assert g6.repeated_ngram_share([1, 2]) == 0.0  # no trigram at all
+
+
+AUSTEN_TOKENS = 993_333  # the six novels of Debian's r-cran-janeaustenr 1.0.0, five <|endoftext|> between
+AUSTEN_SHA256 = "0589e34dc8156bd06c73f6c9edde825b99e9511d320cab015536c88e31ec53e6"
+BASE_RUN = """
+import hashlib, json, torch
+from aigc_utils import gpt2_finetune as g6
+from aigc_utils.core import assets
+ids = g6.encode_documents(assets.tiktoken_gpt2(), g6.pretraining_texts(), "<|endoftext|>")
+config = g6.tiny_gpt2_config(n_layer=1, n_embd=64, n_head=2, context=64)
+cfg = g6.TrainConfig(steps=6, batch_size=4, lr=3e-3, warmup_steps=2)
+model, extras, hit = g6.pretrained_tiny_gpt2(config, cfg)
+weights = torch.cat([v.flatten() for v in model.state_dict().values()])
+print(json.dumps({"threads": torch.get_num_threads(), "hit": hit, "n": len(ids),
+                  "corpus": hashlib.sha256(ids.numpy().tobytes()).hexdigest(),
+                  "losses": extras["losses"],
+                  "weights": hashlib.sha256(weights.numpy().tobytes()).hexdigest()}))
+"""
+
+
+def test_the_pretrained_base_repeats_whatever_the_hash_seed_and_differs_only_by_rounding(tmp_path):
+    """The base's pretraining in three fresh processes, each with an empty cache. Two differ only in
+    PYTHONHASHSEED and working folder: the same corpus, token for token (the pinned Debian text, in one
+    fixed order), and bit for bit the same losses and weights. The third runs one thread instead of two,
+    which adds floats in another order: its losses agree to rounding (as the page says, the machine's
+    summation order is the one thing that moves the base)."""
+    import os
+    import subprocess
+    import sys
+
+    runs = []
+    for name, hash_seed, threads in (("a", "0", "2"), ("b", "12345", "2"), ("c", "7", "1")):
+        (tmp_path / name).mkdir()
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed, "OMP_NUM_THREADS": threads,
+               "AIGC_CACHE": str(tmp_path / name / "cache"), "CUDA_VISIBLE_DEVICES": ""}
+        runs.append(subprocess.Popen([sys.executable, "-c", BASE_RUN], env=env, cwd=tmp_path / name,
+                                     text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE))  # fmt: skip
+    done = []
+    for run in runs:
+        out, err = run.communicate(timeout=600)
+        assert run.returncode == 0, err[-3000:]
+        done.append(json.loads(out.strip().splitlines()[-1]))
+    a, b, c = done
+    assert [run["threads"] for run in done] == [2, 2, 1] and not any(run["hit"] for run in done)
+    for run in done:
+        assert (run["n"], run["corpus"]) == (AUSTEN_TOKENS, AUSTEN_SHA256), (
+            "the Austen corpus is not Debian's janeaustenr 1.0.0 text in janeaustenr's order")
+    assert a["losses"] == b["losses"] and a["weights"] == b["weights"]  # bit for bit
+    assert c["losses"] == pytest.approx(a["losses"], rel=1e-5)  # rounding, not another run
+
+
+def test_the_appendix_loads_chapter_06s_base_at_chapter_06s_sizes():
+    """Appendix C asks chapter 06's load_base_model for the same model chapter 06 pretrains (so a whole-book
+    run loads it from the cache): the base's sizes agree in every profile."""
+    from conftest import notebook_parameters
+
+    chapter = notebook_parameters("06_gpt2_finetuning")["SIZES"]
+    appendix = notebook_parameters("A1_training_tooling")["SIZES"]
+    base = ["hub_model", "n_layer", "n_embd", "n_head", "context", "batch_size", "pretrain_steps",
+            "pretrain_lr", "warmup", "finetune_steps", "finetune_lr", "hub"]  # fmt: skip
+    assert set(chapter) == set(appendix)
+    for profile in chapter:
+        assert {k: chapter[profile][k] for k in base} == {k: appendix[profile][k] for k in base}, profile
 
 
 def test_pretrained_tiny_gpt2_is_cached(tmp_cache):
@@ -341,7 +408,6 @@ def test_sizes_live_in_the_parameters_cell_and_the_bars_check_both_seeds():
     for profile in ("cpu", "gpu"):
         assert "ppl_after <= 0.85 * ppl_scratch" in params["BARS"][profile]
         assert "ppl_after_seed1 <= 0.85 * ppl_scratch_seed1" in params["BARS"][profile]
-        assert params["SIZES"][profile]["compare_steps"] <= params["SIZES"][profile]["finetune_steps"]
 
 
 def page_code() -> list[str]:
@@ -354,29 +420,26 @@ def defined(cells: list[str]) -> set[str]:
 
 
 def test_the_page_defines_the_lesson_it_runs():
-    """Every function and class of the generated modules is written in an exported cell of the page, the
-    page calls them, and it never imports its own modules or shows code with show_source (what the
-    reader edits is what runs)."""
-    from aigc_utils import finetune_cli
-
+    """Every function and class of the generated module is written in an exported cell of the page, the
+    page calls them, and it never imports its own module or shows code with show_source (what the reader
+    edits is what runs). The tooling (Trainer, throughput, the multi-process script) is Appendix C's."""
     code = page_code()
     assert sum(c.startswith("#| default_exp gpt2_finetune\n") for c in code) == 1
     to_module = [c for c in code if c.startswith("#| export\n")]
-    to_script = [c for c in code if c.startswith("#| export finetune_cli\n")]
+    assert not [c for c in code if c.startswith("#| export ")], "every saved cell goes to gpt2_finetune"
     assert defined(to_module) == set(g6.__all__) - {"VOCAB_SIZE", "EOS_ID"}
-    assert defined(to_script) == set(finetune_cli.__all__)
     assert {"train_manual", "perplexity", "sliding_windows", "top_k_filter", "top_p_filter",
-            "make_blocks", "tiny_gpt2_config", "main"} <= defined(to_module + to_script)  # fmt: skip
+            "make_blocks", "tiny_gpt2_config", "pretrained_tiny_gpt2", "typical_words",
+            "repeated_ngram_share"} <= defined(to_module)  # fmt: skip
     rest = "\n".join(c for c in code if not c.startswith("#| export"))
     for name in ("train_manual", "perplexity", "make_blocks", "top_k_filter", "filter_next_token_logits",
-                 "interleaved_throughput", "finetune_vs_scratch", "build_parser"):  # fmt: skip
+                 "finetune_vs_scratch", "load_base_model", "typical_words", "word_share",
+                 "repeated_ngram_share", "most_frequent_of"):  # fmt: skip
         assert re.search(rf"\b{name}\(", rest), f"{name} is defined on the page but never called there"
     everything = "\n".join(code)
-    imports = re.findall(r"^\s*(?:from|import)\s.*(?:gpt2_finetune|finetune_cli).*$", everything, re.M)
-    # the script's module takes the chapter's functions from the generated module; the page, from its cells
-    assert imports == ["    from .gpt2_finetune import ("]
-    assert re.search(r"^if __package__:.*\n    from \.gpt2_finetune import", everything, re.M)
+    assert not re.findall(r"^\s*(?:from|import)\s.*(?:gpt2_finetune|finetune_cli).*$", everything, re.M)
     assert "show_source(" not in everything
+    assert not re.search(r"\b(?:train_with_trainer|TrainingArguments|Accelerator)\b", everything)
 
 
 def test_gpu_profile_builds_and_takes_one_step():
@@ -385,7 +448,7 @@ def test_gpu_profile_builds_and_takes_one_step():
     from conftest import notebook_parameters
 
     gpu = notebook_parameters("06_gpt2_finetuning")["SIZES"]["gpu"]
-    assert set(gpu["hub"]) <= set(gpu) and gpu["compare_steps"] <= gpu["finetune_steps"]
+    assert set(gpu["hub"]) <= set(gpu)
     config = g6.tiny_gpt2_config(gpu["n_layer"], gpu["n_embd"], gpu["n_head"], gpu["context"])
     model = g6.new_gpt2(config, 0)
     cfg = g6.TrainConfig(steps=gpu["finetune_steps"], batch_size=2, lr=gpu["finetune_lr"],

@@ -33,7 +33,7 @@ def built():
 def test_chapter_page_shows_outputs_and_stamp(nb):
     page = (HTML / "notebooks" / f"{nb.stem}.html").read_text(encoding="utf-8")
     assert "cell_output" in page, "rendered page without outputs"
-    assert "Last run" in page and f'results.html#dashboard-{nb.stem.replace("_", "-")}"' in page, (
+    assert "Last run" in page and f'results.html#dashboard-{nb.stem.replace("_", "-").lower()}"' in page, (
         "missing verified stamp, or its link to the chapter's section of the dashboard"
     )
     assert "colab.research.google.com" in page, "missing Colab launch button"
