@@ -371,6 +371,52 @@ def alt_text_to_cell_options(nb: nbformat.NotebookNode) -> None:
             options.setdefault("alt", " | ".join(alts))
 
 
+_RUN_LOG = re.compile(r"^\S+: profile \w+ \(budget .*\n?", re.M)  # core.chapter.setup_chapter's line
+_IMPORT_LINE = re.compile(r"^\s*(#.*|from \S+ import .*|import .*|\)|\s*[\w, ]+,?)?$")
+
+
+def _prompt(cell: nbformat.NotebookNode) -> str | None:
+    """What a hidden cell is, for its toggle button: Colab setup, imports (and setup), a worked solution."""
+    tags = cell.metadata.get("tags", [])
+    if "solution" in tags:
+        return "Worked solution"
+    if "hide-input" not in tags:
+        return None
+    if "google.colab" in cell.source:
+        return "Colab setup"
+    if "setup_chapter(" in cell.source:
+        return "Imports and chapter setup"
+    if all(_IMPORT_LINE.match(line) for line in cell.source.splitlines()):
+        return "Imports"
+    return None
+
+
+def first_screen(nb: nbformat.NotebookNode) -> None:
+    """A chapter's first screen shows its knobs: the parameters cell visible and introduced, setup cells
+    labelled for what they are, papermill's injected cell and the run's log line left to the notebook."""
+    for i, cell in enumerate(list(nb.cells)):
+        if cell.cell_type != "code":
+            continue
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags:
+            tags.append("remove-cell")
+        if "parameters" in tags and "hide-input" in tags:
+            tags.remove("hide-input")
+        prompt = _prompt(cell)
+        if prompt:
+            options = cell.metadata.setdefault("mystnb", {})
+            options["code_prompt_show"], options["code_prompt_hide"] = f"{prompt} (show)", f"{prompt} (hide)"
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream":
+                out["text"] = _RUN_LOG.sub("", out["text"])
+        cell.outputs = [o for o in cell.get("outputs", []) if o.get("output_type") != "stream" or o["text"]]
+    at = next((i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), None)
+    if at is not None:
+        nb.cells.insert(at, nbformat.v4.new_markdown_cell(
+            "**The knobs.** The next cell holds this chapter's parameters: change a value and run the chapter "
+            "again (the exercises say which). `profile` picks the sizes: `smoke`, `cpu` or `gpu`."))
+
+
 def stage_book(root: Path = Path(".")) -> Path:
     """Copy the book's sources into ``_build/src`` with the executed notebooks and the vendored JS."""
     from .book import write_generated_pages, vendor_static
@@ -387,6 +433,7 @@ def stage_book(root: Path = Path(".")) -> Path:
         drop_progress_bars(nb)
         alt_text_to_cell_options(nb)
         export_marks_to_notes(nb)
+        first_screen(nb)
         nbformat.write(nb, STAGE / "notebooks" / source.name)
     vendor_static(STAGE / "book" / "_static")
     write_generated_pages(STAGE, METRICS)

@@ -159,3 +159,33 @@ def test_tracebacks_fold_to_their_last_line(workdir):
     assert body.startswith('<details class="aigc-traceback"><summary><code>JSONDecodeError: Expecting')
     assert "site-packages" not in body or "…/site-packages/" in body
     assert sys.prefix not in body and "\x1b" not in body
+
+
+def test_first_screen_shows_the_parameters_and_labels_the_setup():
+    """Staging unfolds the parameters cell and introduces it, drops papermill's injected cell and the run's
+    log line from the page, and names the folded setup cells and worked solutions."""
+    def code(source, tags=(), text=None):
+        cell = nbformat.v4.new_code_cell(source, metadata={"tags": list(tags)})
+        if text is not None:
+            cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)]
+        return cell
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# 99 · A chapter"),
+        code('if "google.colab" in sys.modules:\n    pass', ["hide-input"]),
+        code("profile = None\nseed = 0", ["parameters", "hide-input"]),
+        code('profile = "cpu"', ["injected-parameters"]),
+        code("import torch\n\nch = setup_chapter('99_x', profile, seed)", ["hide-input"],
+             text="99_x: profile cpu (budget 300 s), cpu (2 threads), seed 0, offline\nkept\n"),
+        code("from torch import (\n    nn,\n    optim,\n)\nimport math", ["hide-input"]),
+        code("plt.plot(x)", ["hide-input"]),
+        code("answer = 42", ["hide-cell", "solution"]),
+    ])
+    runner.first_screen(nb)
+    prompts = [c.metadata.get("mystnb", {}).get("code_prompt_show") for c in nb.cells]
+    assert prompts == [None, "Colab setup (show)", None, None, None, "Imports and chapter setup (show)",
+                       "Imports (show)", None, "Worked solution (show)"]
+    assert nb.cells[2].cell_type == "markdown" and nb.cells[2].source.startswith("**The knobs.**")
+    assert nb.cells[3].metadata.tags == ["parameters"]  # unfolded
+    assert "remove-cell" in nb.cells[4].metadata.tags
+    assert nb.cells[5].outputs[0]["text"] == "kept\n"  # the log line is gone, the rest stays

@@ -40,6 +40,19 @@ def test_chapter_page_shows_outputs_and_stamp(nb):
     assert not re.search(r'class="c1">#\| (export|default_exp)', page), "nbdev's marks shown as raw syntax in code"
 
 
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_first_screen_shows_the_knobs_and_no_run_log(nb):
+    """The first code cell a reader sees unfolded is the parameters cell; papermill's injected cell and the
+    run's log line stay in the executed notebook; setup cells and worked solutions say what they are."""
+    page = (HTML / "notebooks" / f"{nb.stem}.html").read_text(encoding="utf-8")
+    cells = re.findall(r'<div class="cell( [^"]*)?"', page)
+    shown = [classes for classes in cells if not re.search(r"tag_(hide-input|hide-cell|remove)", classes)]
+    assert shown and "tag_parameters" in shown[0], f"first unfolded code cell: {shown[:1]}"
+    assert "tag_injected-parameters" not in page, "papermill's injected parameters shown"
+    assert not re.search(r"\w+: profile \w+ \(budget \d+ s\)", page), "the run's log line shown"
+    assert "Colab setup (show)" in page, "the Colab cell is not labelled"
+
+
 def test_dashboard_has_every_chapter_and_no_unrun_one():
     page = (HTML / "book" / "results.html").read_text(encoding="utf-8")
     for nb in NOTEBOOKS:
