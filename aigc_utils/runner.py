@@ -326,7 +326,8 @@ def fold_tracebacks(nb: nbformat.NotebookNode) -> None:
             if output.get("output_type") != "error":
                 continue
             trace = _SITE.sub(r"…/\1/", _ANSI.sub("", "\n".join(output.get("traceback", []))))
-            summary = html.escape(f"{output.get('ename', 'Error')}: {output.get('evalue', '')}")
+            evalue = _SITE.sub(r"…/\1/", output.get("evalue", ""))
+            summary = html.escape(f"{output.get('ename', 'Error')}: {evalue}")
             body = (
                 f'<details class="aigc-traceback"><summary><code>{summary}</code></summary>'
                 f"<pre>{html.escape(trace)}</pre></details>"
@@ -335,6 +336,17 @@ def fold_tracebacks(nb: nbformat.NotebookNode) -> None:
 
 
 _PROGRESS = re.compile(r"\d+%\|[^|]*\|\s*\d+/\d+\s*\[|^\s*[^\s:]*:?\s*\d+it \[")  # tqdm: "x: 100%|██| 8/8 [", "8it ["
+
+
+_TEMP = re.compile(re.escape(tempfile.gettempdir()) + r"/tmp\w+")
+
+
+def hide_temp_folders(nb: nbformat.NotebookNode) -> None:
+    """A temporary folder a cell printed (``/tmp/tmpab12cd``) reads as ``<temporary folder>``."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "stream":
+                output["text"] = _TEMP.sub("<temporary folder>", output["text"])
 
 
 def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
@@ -430,6 +442,7 @@ def stage_book(root: Path = Path(".")) -> Path:
     for source in toc_notebooks(root):
         nb = nbformat.read(EXECUTED / source.name, as_version=4)
         fold_tracebacks(nb)
+        hide_temp_folders(nb)
         drop_progress_bars(nb)
         alt_text_to_cell_options(nb)
         export_marks_to_notes(nb)

@@ -258,3 +258,13 @@ def test_harness_is_at_most_15_percent_of_the_code(path):
     """Set-up, size and bar tables, result dicts and print formatting stay out of the story."""
     harness, total = harness_share(nbformat.read(path, as_version=4))
     assert harness <= 0.15 * total, f"{path.name}: harness {harness}/{total} = {harness / total:.0%} > 15 %"
+
+
+def test_no_escaped_underscore_in_text_mode_math():
+    """MathJax shows \\text{a\\_b} and \\texttt{a\\_b} with their backslash; names with underscores go in
+    \\mathrm or \\mathtt, where \\_ is an underscore."""
+    pages = [*(ROOT / "book").glob("*.md"), *NOTEBOOKS]
+    bad = {p.name: found for p in pages
+           if (found := re.findall(r"\\text(?:tt|rm|bf|it)?\{[^}]*\\_[^}]*\}", p.read_text(encoding="utf-8")
+                                   .replace("\\\\", "\\")))}
+    assert not bad, bad

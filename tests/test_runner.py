@@ -189,3 +189,19 @@ def test_first_screen_shows_the_parameters_and_labels_the_setup():
     assert nb.cells[3].metadata.tags == ["parameters"]  # unfolded
     assert "remove-cell" in nb.cells[4].metadata.tags
     assert nb.cells[5].outputs[0]["text"] == "kept\n"  # the log line is gone, the rest stays
+
+
+def test_machine_paths_leave_the_page():
+    """An error's summary line and a printed temporary folder show no path of the building machine."""
+    import tempfile
+
+    evalue = f"cannot import name 'AdamW' from 'transformers' ({sys.prefix}/lib/python3.11/site-packages/x.py)"
+    folder = tempfile.mkdtemp()
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x", outputs=[
+        nbformat.v4.new_output("error", ename="ImportError", evalue=evalue, traceback=[]),
+        nbformat.v4.new_output("stream", name="stdout", text=f"process 0 wrote {folder}/0\n")])])
+    runner.fold_tracebacks(nb)
+    runner.hide_temp_folders(nb)
+    error, printed = nb.cells[0].outputs
+    assert "(…/site-packages/x.py)" in error["data"]["text/html"] and sys.prefix not in str(error)
+    assert printed["text"] == "process 0 wrote <temporary folder>/0\n"

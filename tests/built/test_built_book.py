@@ -53,6 +53,17 @@ def test_first_screen_shows_the_knobs_and_no_run_log(nb):
     assert "Colab setup (show)" in page, "the Colab cell is not labelled"
 
 
+def test_no_page_shows_a_path_of_the_building_machine():
+    """Paths into the virtual environment and temporary folders are shortened on every page."""
+    shown = {}
+    for page in HTML.rglob("*.html"):
+        text = page.read_text(encoding="utf-8", errors="replace")
+        found = re.findall(r"[\w.-]/(?:\.venv|site-packages|lib/python3\.\d+)/\S{0,40}|/tmp/tmp\w+", text)
+        if found:
+            shown[page.relative_to(HTML).as_posix()] = found[:3]
+    assert not shown, shown
+
+
 def test_dashboard_has_every_chapter_and_no_unrun_one():
     page = (HTML / "book" / "results.html").read_text(encoding="utf-8")
     for nb in NOTEBOOKS:
