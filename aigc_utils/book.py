@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import yaml
 
 from .core.assets import ASSETS, ONLINE_ONLY, ensure
 from .core.checkpoints import sha256_file
-from .core.results import _SAFE
+from .core.results import bar_sides
 
 
 def vendor_static(static: Path) -> None:
@@ -86,22 +85,18 @@ def write_generated_pages(stage: Path, metrics: Path) -> None:
 _META = ("profile", "device", "seconds", "torch", "finished_at")
 
 
-_COMPARISON = re.compile(r"\s*(<=|>=|==|<|>)\s*")
-
-
 def bar_margins(bars: dict[str, bool], record: dict[str, object]) -> list[tuple[str, float, bool]]:
     """For each bar ``lhs OP rhs``: ``(bar, margin, passed)``, the factor by which it is met (> 1)
     or missed; bars with a zero side or sides of different signs have no such ratio, so none."""
     numbers = {k: v for k, v in record.items() if isinstance(v, (int, float))}
-    namespace = {"__builtins__": {}, **_SAFE}  # the names a bar may use, as in core.results
     out = []
     for bar, ok in bars.items():
-        parts = _COMPARISON.split(bar, maxsplit=1)
-        if len(parts) != 3:
+        sides = bar_sides(bar, numbers)  # type: ignore[arg-type]
+        if sides is None:
             continue
-        lhs, rhs = (float(eval(side, namespace, numbers)) for side in parts[::2])  # noqa: S307
+        lhs, op, rhs = sides
         if lhs * rhs > 0:  # oriented so that > 1 is on the passing side
-            out.append((bar, lhs / rhs if parts[1][0] in ">=" else rhs / lhs, ok))
+            out.append((bar, lhs / rhs if op[0] in ">=" else rhs / lhs, ok))
     return out
 
 

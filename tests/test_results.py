@@ -42,3 +42,23 @@ def test_default_metrics_dir_is_the_books(tmp_path, monkeypatch):
     (tmp_path / "notebooks").mkdir()
     monkeypatch.chdir(tmp_path / "notebooks")
     assert results.metrics_dir() == tmp_path.resolve() / "_build" / "metrics"
+
+
+def test_the_results_table_shows_each_claim_with_its_values():
+    table = results.ResultsTable("cpu on cpu", {"fid": 0.0491, "n": 10, "modes": 8.0, "big": 1234.0},
+                                 {"fid <= 0.06": True, "modes >= n": False, "n == 10": True})
+    assert table.measured("fid <= 0.06") == "0.0491 ≤ 0.06" and table.measured("modes >= n") == "8 ≥ 10"
+    page = table._repr_html_()
+    assert "✓ holds" in page and "✗ FAILS" in page and "<summary>All 4 metrics" in page
+    assert ">1,234<" in page and ">8<" in page  # counts as integers, not 8.0
+    assert "[FAIL] modes >= n" in repr(table) and "  n      10" in repr(table)
+
+
+def test_the_dashboard_margins_use_the_same_sides():
+    from aigc_utils import book
+
+    margins = book.bar_margins({"a <= 0.5": True, "b >= c + 1": False, "x == 0": True},
+                               {"a": 0.25, "b": 2, "c": 2, "x": 0, "profile": "cpu"})
+    assert margins == [("a <= 0.5", 2.0, True), ("b >= c + 1", 2 / 3, False)]  # x == 0: no ratio
+    assert results.bar_sides("b >= c + 1", {"b": 2, "c": 2}) == (2.0, ">=", 3.0)
+    assert results.bar_sides("plain_flag", {"plain_flag": 1}) is None

@@ -8,9 +8,11 @@ failing bar still shows (as failed) on the results dashboard.
 from __future__ import annotations
 
 import datetime as _dt
+import html
 import json
 import math
 import os
+import re
 from pathlib import Path
 from typing import Mapping
 
@@ -43,6 +45,61 @@ def evaluate_bar(bar: str, metrics: Mapping[str, float]) -> bool:
         raise KeyError(f"bar {bar!r} names a metric that was not recorded ({exc})") from None
 
 
+_COMPARISON = re.compile(r"\s*(<=|>=|==|<|>)\s*")
+_SYMBOL = {"<=": "≤", ">=": "≥", "==": "=", "<": "<", ">": ">"}
+
+
+def bar_sides(bar: str, numbers: Mapping[str, float | int]) -> tuple[float, str, float] | None:
+    """``(lhs, op, rhs)`` of a bar ``lhs OP rhs``, both sides evaluated; None for any other bar."""
+    parts = _COMPARISON.split(bar, maxsplit=1)
+    if len(parts) != 3:
+        return None
+    lhs, rhs = (float(eval(side, {"__builtins__": {}, **_SAFE}, dict(numbers)))  # noqa: S307
+                for side in parts[::2])
+    return lhs, parts[1], rhs
+
+
+def _shown(value: float) -> str:
+    """A number as a reader wants it: counts as integers, others to four significant digits."""
+    return f"{value:,.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4g}"
+
+
+class ResultsTable:
+    """The Results cell's output: each claim (quality bar) with the values it compares and whether it
+    holds, then every metric, folded. HTML on the page; the same as text in a terminal."""
+
+    def __init__(self, run: str, numbers: Mapping[str, float | int], outcomes: Mapping[str, bool]):
+        self.run, self.numbers, self.outcomes = run, dict(numbers), dict(outcomes)
+
+    def measured(self, bar: str) -> str:
+        """"0.049 ≤ 0.06": both sides of the bar's comparison, evaluated."""
+        sides = bar_sides(bar, self.numbers)
+        if sides is None:
+            return "—"
+        lhs, op, rhs = sides
+        return f"{_shown(lhs)} {_SYMBOL[op]} {_shown(rhs)}"
+
+    def __repr__(self) -> str:
+        width = max((len(k) for k in self.numbers), default=10)
+        lines = [f"Results ({self.run})"]
+        lines += [f"  {key:<{width}}  {_shown(value)}" for key, value in self.numbers.items()]
+        lines += [f"  [{'pass' if ok else 'FAIL'}] {bar}" for bar, ok in self.outcomes.items()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        cell = 'style="text-align: left; overflow-wrap: anywhere"'
+        claims = "".join(
+            f"<tr><td {cell}><code>{html.escape(bar)}</code></td><td {cell}>{self.measured(bar)}</td>"
+            f"<td>{'✓ holds' if ok else '✗ FAILS'}</td></tr>" for bar, ok in self.outcomes.items())
+        values = "".join(f"<tr><td {cell}><code>{html.escape(k)}</code></td><td>{_shown(v)}</td></tr>"
+                         for k, v in self.numbers.items())
+        table = '<table style="table-layout: fixed; width: 100%">'
+        return (f"<p><b>Results</b> ({html.escape(self.run)}): the chapter's claims, each checked on "
+                f"this run</p>{table}<tr><th>claim</th><th>measured</th><th></th></tr>{claims}</table>"
+                f"<details><summary>All {len(self.numbers)} metrics of this run</summary>{table}"
+                f"<tr><th>metric</th><th>value</th></tr>{values}</table></details>")
+
+
 def _number(value: object) -> float | int:
     if isinstance(value, torch.Tensor):
         value = value.item()
@@ -72,13 +129,13 @@ def record_results(
     for name, payload in ((f"{stem}.json", record), (f"{stem}.bars.json", outcomes)):
         blob = json.dumps(payload, indent=2, sort_keys=False).encode()
         atomic_write_bytes(folder / name, lambda handle, blob=blob: handle.write(blob))
-    width = max(len(k) for k in numbers) if numbers else 10
-    print(f"Results ({profile} on {device})")
-    for key, value in numbers.items():
-        shown = f"{value:.6g}" if isinstance(value, float) else str(value)
-        print(f"  {key:<{width}}  {shown}")
-    for bar, ok in outcomes.items():
-        print(f"  [{'pass' if ok else 'FAIL'}] {bar}")
+    table = ResultsTable(f"{profile} on {device}", numbers, outcomes)
+    try:
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - IPython comes with the book's dependencies
+        print(repr(table))
+    else:
+        display(table)  # the page shows its HTML; a terminal, its text
     failed = [bar for bar, ok in outcomes.items() if not ok]
     if failed:
         raise QualityBarFailed(f"{stem}: quality bar(s) failed in profile {profile}: {'; '.join(failed)}")
