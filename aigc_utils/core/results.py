@@ -60,8 +60,10 @@ def bar_sides(bar: str, numbers: Mapping[str, float | int]) -> tuple[float, str,
 
 
 def _shown(value: float) -> str:
-    """A number as a reader wants it: counts as integers, others to four significant digits."""
-    return f"{value:,.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.4g}"
+    """A number as a reader wants it: whole numbers and anything from 1,000 up without decimals (with
+    thousands separators), others to four significant digits."""
+    value = float(value)
+    return f"{value:,.0f}" if value.is_integer() or abs(value) >= 1000 else f"{value:.4g}"
 
 
 class ResultsTable:
