@@ -349,6 +349,19 @@ def hide_temp_folders(nb: nbformat.NotebookNode) -> None:
                 output["text"] = _TEMP.sub("<temporary folder>", output["text"])
 
 
+_DTYPE_FOOTER = re.compile(r"\n(?:Name: .*, )?(?:Length: \d+, )?dtype: \w+\s*$")  # pandas.Series' repr
+
+
+def drop_dtype_footers(nb: nbformat.NotebookNode) -> None:
+    """A pandas Series shown as text ends with ``dtype: float64``: a detail for the programmer, left out
+    of the page (the notebook keeps it)."""
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if "text/plain" in data and "text/html" not in data:
+                data["text/plain"] = _DTYPE_FOOTER.sub("", data["text/plain"])
+
+
 def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
     """Remove progress bars (tqdm's lines, a widget's final text) from the outputs: they are for whoever
     runs the notebook; the page shows what the run measured."""
@@ -443,6 +456,7 @@ def stage_book(root: Path = Path(".")) -> Path:
         nb = nbformat.read(EXECUTED / source.name, as_version=4)
         fold_tracebacks(nb)
         hide_temp_folders(nb)
+        drop_dtype_footers(nb)
         drop_progress_bars(nb)
         alt_text_to_cell_options(nb)
         export_marks_to_notes(nb)

@@ -205,3 +205,16 @@ def test_machine_paths_leave_the_page():
     error, printed = nb.cells[0].outputs
     assert "(…/site-packages/x.py)" in error["data"]["text/html"] and sys.prefix not in str(error)
     assert printed["text"] == "process 0 wrote <temporary folder>/0\n"
+
+
+def test_series_lose_their_dtype_footer_on_the_page():
+    text = "a    1.0\nb    2.0\ndtype: float64"
+    named = "a    1\nName: loss, dtype: int64"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("s", outputs=[
+        nbformat.v4.new_output("execute_result", data={"text/plain": text}, execution_count=1),
+        nbformat.v4.new_output("execute_result", data={"text/plain": named}, execution_count=1),
+        nbformat.v4.new_output("execute_result", data={"text/plain": "x\ndtype: a", "text/html": "<b>"},
+                               execution_count=1)])])
+    runner.drop_dtype_footers(nb)
+    shown = [o["data"]["text/plain"] for o in nb.cells[0].outputs]
+    assert shown == ["a    1.0\nb    2.0", "a    1", "x\ndtype: a"]  # with HTML, the text is not shown

@@ -64,6 +64,13 @@ def test_no_page_shows_a_path_of_the_building_machine():
     assert not shown, shown
 
 
+def test_no_page_shows_a_pandas_dtype_footer():
+    shown = [page.name for page in HTML.rglob("*.html")
+             if re.search(r"dtype: (?:float|int|uint|object|str|bool|complex)\d*\b",
+                          page.read_text(encoding="utf-8", errors="replace"))]
+    assert not shown, shown
+
+
 def test_dashboard_has_every_chapter_and_no_unrun_one():
     page = (HTML / "book" / "results.html").read_text(encoding="utf-8")
     for nb in NOTEBOOKS:
