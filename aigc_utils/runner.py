@@ -419,7 +419,7 @@ def _prompt(cell: nbformat.NotebookNode) -> str | None:
 def first_screen(nb: nbformat.NotebookNode) -> None:
     """A chapter's first screen shows its knobs: the parameters cell visible and introduced, setup cells
     labelled for what they are, papermill's injected cell and the run's log line left to the notebook."""
-    for i, cell in enumerate(list(nb.cells)):
+    for cell in nb.cells:
         if cell.cell_type != "code":
             continue
         tags = cell.metadata.setdefault("tags", [])

@@ -21,6 +21,7 @@ import torch
 from .checkpoints import atomic_write_bytes
 
 _SAFE = {"abs": abs, "min": min, "max": max, "math": math}
+_NAMESPACE = {"__builtins__": {}, **_SAFE}  # all a bar may name besides the metrics
 
 
 class QualityBarFailed(AssertionError):
@@ -40,7 +41,7 @@ def metrics_dir() -> Path:
 def evaluate_bar(bar: str, metrics: Mapping[str, float]) -> bool:
     """Evaluate one bar expression against the metrics (names only; no builtins beyond abs/min/max)."""
     try:
-        return bool(eval(bar, {"__builtins__": {}, **_SAFE}, dict(metrics)))  # noqa: S307 - our own strings
+        return bool(eval(bar, _NAMESPACE, dict(metrics)))  # noqa: S307 - our own strings
     except NameError as exc:
         raise KeyError(f"bar {bar!r} names a metric that was not recorded ({exc})") from None
 
@@ -54,8 +55,7 @@ def bar_sides(bar: str, numbers: Mapping[str, float | int]) -> tuple[float, str,
     parts = _COMPARISON.split(bar, maxsplit=1)
     if len(parts) != 3:
         return None
-    lhs, rhs = (float(eval(side, {"__builtins__": {}, **_SAFE}, dict(numbers)))  # noqa: S307
-                for side in parts[::2])
+    lhs, rhs = (float(eval(side, _NAMESPACE, dict(numbers))) for side in parts[::2])  # noqa: S307
     return lhs, parts[1], rhs
 
 
