@@ -9,8 +9,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BOOK := $(VENV)/bin/aigc-book
 PROFILE ?= auto
-# Debian packages: the data sets and corpora, Chromium for the browser test, a CJK font for figures.
-DEBS := dataset-fashion-mnist bible-kjv bible-kjv-text fortunes fortunes-zh chromium fonts-noto-cjk
+# Debian packages: the data sets and corpora, Chromium for the browser test and the PDF, a CJK font
+# for figures, an emoji font for the pages' emoji (chapter 06 tokenizes one) in the PDF.
+DEBS := dataset-fashion-mnist bible-kjv bible-kjv-text fortunes fortunes-zh chromium fonts-noto-cjk \
+	fonts-noto-color-emoji
 TORCH := torch==2.14.1 torchvision==0.29.1
 NBVAL := -p no:randomly --nbval-lax --sanitize-with tests/nbval_sanitize.cfg
 

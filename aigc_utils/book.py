@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -131,12 +132,37 @@ def margin_figure(stem: str, margins: list[tuple[str, float, bool]], out: Path) 
     plt.close(fig)
 
 
+Descriptions = dict[str, dict[str, dict[str, str]]]  # stem or "_shared" → key → {what, unit}
+
+
+def describe_metric(descriptions: Descriptions, stem: str, key: str) -> dict[str, str]:
+    """``{what, unit}`` of a chapter's metric from ``book/metrics.yml``: the chapter's own entry,
+    else the ``_shared`` one, else empty."""
+    own, shared = descriptions.get(stem) or {}, descriptions.get("_shared") or {}
+    return dict(own.get(key) or shared.get(key) or {})
+
+
+def metric_value(value: object, unit: str = "") -> str:
+    """A metric as the dashboard shows it: ints, and floats whose unit is "count" when integral
+    or from 1,000 up, as whole numbers with thousands separators (``8``, not ``8.0``;
+    ``2,560,124``, not ``2.56e+06``); other floats to four significant digits."""
+    if isinstance(value, bool):
+        value = int(value)
+    if isinstance(value, float) and unit == "count" and math.isfinite(value) \
+            and (value.is_integer() or abs(value) >= 1000):
+        value = round(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
 def dashboard_markdown(
     stems: list[str], titles: dict[str, str], metrics: Path, figures: Path | None = None,
-    anchors: dict[str, list[str]] | None = None,
+    anchors: dict[str, list[str]] | None = None, descriptions: Descriptions | None = None,
 ) -> str:
-    """The dashboard: per chapter its run (profile, device, torch, date, seconds), metrics, bars
-    and the published anchors of ``book/anchors.yml``."""
+    """The dashboard: per chapter its run (profile, device, torch, date, seconds), metrics with
+    what each measures and its unit (``book/metrics.yml``), bars and the published anchors of
+    ``book/anchors.yml``."""
     summary = ["| Chapter | Profile | Device | Seconds | Bars |", "|---|---|---|---|---|"]
     sections: list[str] = []
     for stem in stems:
@@ -160,9 +186,13 @@ def dashboard_markdown(
         if figures is not None and margins:
             margin_figure(stem, margins, figures / f"{stem}.png")
             lines += [f"![How far each of {stem}'s quality bars is from failing]({figures.name}/{stem}.png)", ""]
-        lines += ["| Metric | Value |", "|---|---|"]
-        shown = {k: f"{v:.4g}" if isinstance(v, float) else v for k, v in record.items()}
-        lines += [f"| `{k}` | {v} |" for k, v in shown.items() if k not in _META]
+        lines += ["| Metric | What it measures | Value | Unit |", "|---|---|---|---|"]
+        for key, value in record.items():
+            if key not in _META:
+                about = describe_metric(descriptions or {}, stem, key)
+                unit = about.get("unit", "")
+                lines.append(f"| `{key}` | {about.get('what', '')} | {metric_value(value, unit)} "
+                             f"| {unit} |")
         if bars:
             lines += ["", "| Quality bar | Outcome |", "|---|---|"]
             lines += [f"| `{bar}` | {'pass' if ok else '**FAILED**'} |" for bar, ok in bars.items()]
@@ -185,13 +215,16 @@ def notebook_title(path: Path) -> str:
 
 
 def write_dashboard(stage: Path, metrics: Path) -> None:
-    """Replace the marker in the staged ``book/results.md`` with the generated dashboard."""
+    """Replace the marker in the staged ``book/results.md`` with the generated dashboard, each
+    metric described from the staged ``book/metrics.yml``."""
     page = stage / "book" / "results.md"
     from .runner import toc_notebooks  # the dashboard follows the book's order, appendices last
 
     notebooks = toc_notebooks(stage)
     titles = {p.stem: notebook_title(p) for p in notebooks}
     anchors = yaml.safe_load((stage / "book" / "anchors.yml").read_text(encoding="utf-8"))
+    descriptions = yaml.safe_load((stage / "book" / "metrics.yml").read_text(encoding="utf-8"))
     stems = [p.stem for p in notebooks]
-    table = dashboard_markdown(stems, titles, metrics, stage / "book" / "dashboard", anchors)
+    table = dashboard_markdown(stems, titles, metrics, stage / "book" / "dashboard", anchors,
+                               descriptions)
     page.write_text(page.read_text().replace("<!-- AIGC-DASHBOARD -->", table))

@@ -10,7 +10,11 @@ papermill's engine, because it honours the ``raises-exception`` cell tag. Execut
 from __future__ import annotations
 
 import atexit
+import contextlib
+import difflib
+import functools
 import html
+import http.server
 import json
 import os
 import re
@@ -18,9 +22,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import nbformat
 import yaml
@@ -47,23 +53,28 @@ class RunnerError(RuntimeError):
     """A failure the runner reports as one line and a non-zero exit."""
 
 
-def toc_notebooks(root: Path = Path(".")) -> list[Path]:
-    """The notebooks listed in ``_toc.yml``, in reading order."""
+def toc_documents(root: Path = Path(".")) -> list[str]:
+    """Every page of ``_toc.yml`` in reading order, as paths without suffix (the root page first)."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
-    found: list[Path] = []
+    found: list[str] = [toc["root"]] if toc.get("root") else []
 
     def walk(node: object) -> None:
         if isinstance(node, dict):
             entry = node.get("file")
-            if isinstance(entry, str) and entry.startswith("notebooks/"):
-                found.append(root / (entry if entry.endswith(".ipynb") else entry + ".ipynb"))
-            node = list(node.values())
+            if isinstance(entry, str):
+                found.append(entry.removesuffix(".ipynb").removesuffix(".md"))
+            node = [v for k, v in node.items() if k != "root"]
         if isinstance(node, list):
             for value in node:
                 walk(value)
 
     walk(toc)
     return found
+
+
+def toc_notebooks(root: Path = Path(".")) -> list[Path]:
+    """The notebooks listed in ``_toc.yml``, in reading order."""
+    return [root / f"{doc}.ipynb" for doc in toc_documents(root) if doc.startswith("notebooks/")]
 
 
 def resolve_notebook(name: str, root: Path = Path(".")) -> Path:
@@ -491,5 +502,183 @@ def build(strict: bool = True) -> int:
         for b in bad[:20]:
             print(f"build: page loads from outside the book: {b}", file=sys.stderr)
         return 1
+    try:
+        pdf = build_pdf(stage)
+    except RunnerError as exc:
+        print(f"build: {exc}", file=sys.stderr)
+        return 1
     print(f"build: open {(HTML / 'index.html').resolve()} (or `make serve` and http://localhost:8000)")
+    print(f"build: the whole book as one PDF: {pdf.resolve()} ({pdf.stat().st_size / 1e6:.1f} MB)")
     return 0
+
+
+PDF_NAME = "aigc-book.pdf"  # in _build/html, beside index.html; the landing page links it
+
+
+@contextlib.contextmanager
+def serve(directory: Path) -> Iterator[str]:
+    """Serve ``directory`` on a free loopback port (quietly); yields the base URL."""
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+    handler = functools.partial(Quiet, directory=str(directory))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def chromium_path() -> str:
+    """Debian's Chromium, which prints the PDF and runs the browser tests."""
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        raise RunnerError("Chromium is missing, so the PDF cannot be printed: run `make setup` "
+                          "(it installs Debian's chromium) or `sudo apt-get install chromium`")
+    return found
+
+
+# The theme prints a page's title and contents in a block of its own and hides the article's first
+# heading; the whole book shows each page's own heading instead, each page from a new sheet.
+_WHOLE_BOOK_STYLE = """<style>
+@media print {
+  #jb-print-docs-body { display: none !important; }
+  .bd-main .bd-content .bd-article .aigc-printed-page h1:first-of-type { display: block !important; }
+  .aigc-printed-page + .aigc-printed-page { break-before: page; }
+}
+</style>
+"""
+_ARTICLE = re.compile(r'(<article class="bd-article"[^>]*>)(.*)(</article>)', re.S)
+
+
+def whole_book_page(html: Path, stage: Path) -> Path:
+    """One page holding every page of the built site in reading order, for printing: the article of
+    each page, in the frame (styles, MathJax, mermaid) of the first page that loads both. Every
+    page sits one folder deep (book/, notebooks/), so their relative links to images and styles hold
+    beside them."""
+    pages = [html / f"{doc}.html" for doc in toc_documents(stage)]
+    texts = [page.read_text(encoding="utf-8") for page in pages if page.is_file()]
+    frame = next((t for t in texts if "mathjax" in t.split("</head>")[0] and "mermaid" in t), texts[0])
+    articles = []
+    for text in texts:
+        found = _ARTICLE.search(text)
+        if found:
+            articles.append(f'<div class="aigc-printed-page">{found[2]}</div>')
+    body = _ARTICLE.search(frame)
+    if body is None:
+        raise RunnerError("the built pages have no <article class=\"bd-article\">: the theme changed")
+    whole = frame[: body.start(2)] + "\n".join(articles) + frame[body.end(2) :]
+    whole = whole.replace("</head>", _WHOLE_BOOK_STYLE + "</head>", 1)
+    out = html / "book" / "whole-book.html"
+    out.write_text(whole, encoding="utf-8")
+    return out
+
+
+def build_pdf(stage: Path) -> Path:
+    """The whole book as one PDF, with no LaTeX: every built page in one (``whole_book_page``), served
+    on the loopback and printed by Chromium once MathJax and mermaid have drawn."""
+    from playwright.sync_api import sync_playwright
+
+    pdf, whole = HTML / PDF_NAME, whole_book_page(HTML, stage)
+    try:
+        with serve(HTML) as url, sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=chromium_path(),
+                                         args=["--no-sandbox", "--disable-gpu", "--no-first-run"])
+            page = browser.new_page(viewport={"width": 1100, "height": 1400})
+            page.goto(f"{url}/{whole.relative_to(HTML).as_posix()}", wait_until="load")
+            page.evaluate("async () => { const s = window.MathJax && MathJax.startup; "
+                          "if (s && s.promise) await s.promise; }")
+            page.wait_for_function("() => [...document.querySelectorAll('.mermaid')]"
+                                   ".every(m => m.querySelector('svg'))", timeout=60000)
+            page.emulate_media(media="print")
+            # At 80 % an A4 page's text column is as wide (in CSS pixels) as the site's at 1400 px,
+            # so the code and equations that fit there fit the paper, at about 10 pt.
+            data = page.pdf(format="A4", scale=0.8, print_background=True, outline=True, tagged=True,
+                            margin={"top": "16mm", "bottom": "16mm", "left": "14mm", "right": "14mm"})
+            headings = page.eval_on_selector_all(
+                "article h1, article h2, article h3, article h4, article h5, article h6",
+                "hs => hs.map(h => h.innerText.replace(/[#¶]\\s*$/, '').trim())")
+            browser.close()
+    finally:
+        whole.unlink()  # the page is for printing only; the site keeps its own pages
+    atomic_write_bytes(pdf, lambda handle: handle.write(retitle_outline(data, headings)))
+    pdf.chmod(0o644)  # a file of the website, readable by its server
+    return pdf
+
+
+_PDF_OBJECT = re.compile(rb"(?m)^(\d+) 0 obj\s*(<<.*?>>)\s*endobj", re.S)
+_PDF_TITLE = re.compile(rb"/Title\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)")
+
+
+def _pdf_text(token: bytes) -> str:
+    """A PDF string token, (literal) or <hex>, as text (UTF-16 with its byte-order mark, else Latin-1)."""
+    if token.startswith(b"<"):
+        raw = bytes.fromhex(re.sub(rb"\s", b"", token[1:-1]).decode())
+    else:
+        escapes = {b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"f": b"\f"}
+        raw = re.sub(rb"\\([0-7]{1,3}|.)", lambda m: bytes([int(m[1], 8)]) if m[1][:1].isdigit()
+                     else escapes.get(m[1], m[1]), token[1:-1], flags=re.S)
+    return raw[2:].decode("utf-16-be") if raw.startswith(b"\xfe\xff") else raw.decode("latin-1")
+
+
+def retitle_outline(data: bytes, headings: list[str]) -> bytes:
+    """Chromium titles the PDF's bookmarks with the heading as laid out: the spaces at its line breaks
+    lost, a heading split across two pages twice. Give each bookmark the heading's own text: the
+    bookmarks follow the headings in order, and each is matched to the most similar of the next few. The new
+    titles are appended as an incremental update (PDF 1.7, section 7.5.6): nothing else is rewritten.
+    Chromium writes PDF 1.4 (no object streams), so its objects can be read where they stand."""
+
+    def key(text: str) -> str:
+        return re.sub(r"\W", "", text)
+
+    objects = {int(m[1]): m[2] for m in _PDF_OBJECT.finditer(data)}
+    root = re.findall(rb"/Root\s+(\d+) 0 R", data)
+    outlines = re.search(rb"/Outlines\s+(\d+) 0 R", objects.get(int(root[-1]), b"")) if root else None
+    if not outlines:
+        return data
+
+    def link(num: int, name: bytes) -> int | None:
+        found = re.search(rb"/" + name + rb"\s+(\d+) 0 R", objects.get(num, b""))
+        return int(found[1]) if found else None
+
+    order, stack = [], [link(int(outlines[1]), b"First")]
+    while stack:  # the bookmarks in document order (depth first)
+        num = stack.pop()
+        if num is None or num not in objects:
+            continue
+        order.append(num)
+        stack += [link(num, b"Next"), link(num, b"First")]
+    changed, at = {}, 0
+    for num in order:
+        token = _PDF_TITLE.search(objects[num])
+        if not token:
+            continue
+        title = _pdf_text(token[1])
+        near = range(at, min(at + 4, len(headings)))  # the next headings: a bookmark may lack one
+        scores = [difflib.SequenceMatcher(None, key(title), key(headings[j])).ratio() for j in near]
+        if not scores or max(scores) < 0.6:
+            continue
+        j = near[scores.index(max(scores))]
+        if title != headings[j]:
+            new = b"<FEFF" + headings[j].encode("utf-16-be").hex().upper().encode() + b">"
+            changed[num] = objects[num].replace(token[1], new, 1)
+        at = j + 1
+    if not changed:
+        return data
+    parts = [data if data.endswith(b"\n") else data + b"\n"]
+    offsets, length = {}, len(parts[0])
+    for num, body in changed.items():
+        chunk = b"%d 0 obj\n%s\nendobj\n" % (num, body)
+        offsets[num], length = length, length + len(chunk)
+        parts.append(chunk)
+    table = b"".join(b"%d 1\n%010d 00000 n \n" % (num, offsets[num]) for num in sorted(offsets))
+    info = re.findall(rb"/Info\s+(\d+) 0 R", data)
+    trailer = b"/Size %d /Root %s 0 R /Prev %s" % (max(objects) + 1, root[-1],
+                                                  re.findall(rb"startxref\s+(\d+)", data)[-1])
+    trailer += b" /Info %s 0 R" % info[-1] if info else b""
+    parts.append(b"xref\n%strailer\n<< %s >>\nstartxref\n%d\n%%%%EOF\n" % (table, trailer, length))
+    return b"".join(parts)

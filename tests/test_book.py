@@ -268,3 +268,154 @@ def test_no_escaped_underscore_in_text_mode_math():
            if (found := re.findall(r"\\text(?:tt|rm|bf|it)?\{[^}]*\\_[^}]*\}", p.read_text(encoding="utf-8")
                                    .replace("\\\\", "\\")))}
     assert not bad, bad
+
+
+# --- the results dashboard: what each metric measures (book/metrics.yml) -------------------------
+
+METRIC_DESCRIPTIONS = yaml.safe_load((ROOT / "book" / "metrics.yml").read_text(encoding="utf-8"))
+
+
+def _each(template: str, *values: tuple[str, ...] | list[str]) -> list[str]:
+    """Every key a ``**`` expansion makes: the template filled with each combination of values."""
+    import itertools
+
+    return [template.format(*combo) for combo in itertools.product(*values)]
+
+
+def _errata_keys() -> dict[str, list[str]]:
+    from aigc_utils.errata import SOURCE_BLOCKS, ErrataLedger
+
+    return {"fixed_{}": _each("fixed_{}", [b.key for b in SOURCE_BLOCKS]),
+            "ledger.metrics()": list(ErrataLedger().metrics())}
+
+
+_LOSSES, _TOYS, _PACK = ("saturating", "non_saturating"), ("ring", "grid"), ("", "_vanilla")
+_REFEREE = ["classifier_test_accuracy", "fid_floor", "fid_ceiling", "n_eval"]  # Referee.calibration
+_JUDGE = ["fid", "fid_norm", "inception_score", "class_coverage"]  # Referee.judge without labels
+_REPAIR = ("psnr_hole", "ssim", "grad_ratio", "hf_ratio")  # inpaint.repair_scores
+_COSTS = ("train_seconds", "sample_seconds_per_1k")
+_VARIETY = ("label_agreement", "within_class_spread")
+_ABLATION = ("bias_minsnr", "scaleshift_minsnr", "scaleshift_plain")
+# The keys of every ``**`` expansion in a chapter's ``record`` calls, by the expansion's template
+# (see recorded_metrics); the step counts are every profile's ``sweep_steps`` of 10_diffusion.
+DYNAMIC_METRICS: dict[str, dict[str, list[str]]] = {
+    "02_gan_math": {**{f"early_{m}_{{}}": _each(f"early_{m}_{{}}", _LOSSES)
+                       for m in ("gap", "d_fake", "grad")},
+                    "{}_modes{}": _each("{}_modes{}", _TOYS, _PACK),
+                    "{}_hq{}": _each("{}_hq{}", _TOYS, _PACK)},
+    "03_image_gan": {"referee.calibration()": _REFEREE, "uncond_scores": _JUDGE,
+                     "{}_cond": _each("{}_cond", _JUDGE)},
+    "05_transformer_decoder": {"val_loss_{}": _each("val_loss_{}", ("unigram", "bigram",
+                                                                    "trigram"))},
+    "08_inpainting": {"adv_effect_{}": _each("adv_effect_{}", _REPAIR),
+                      "seed_sd_{}": _each("seed_sd_{}", _REPAIR),
+                      "{}_{}": _each("{}_{}", _REPAIR, ("model", "adv", "biharmonic", "telea",
+                                                       "meanfill")),
+                      "psnr_denoise_{}": _each("psnr_denoise_{}", ("input", "tv", "nlm", "model"))},
+    "10_diffusion": {"referee.calibration()": _REFEREE, "diff_scores": _JUDGE,
+                     "fid_norm_{}_best": _each("fid_norm_{}_best", ("ddim", "ddpm")),
+                     "fid_norm_{}_steps_{}": _each("fid_norm_{}_steps_{}",
+                                                   ("ddim", "ddpm", "euler"),
+                                                   ("5", "10", "25", "50", "100")),
+                     "ablation_{}_fid_norm": _each("ablation_{}_fid_norm", _ABLATION),
+                     "ablation_{}_agreement": _each("ablation_{}_agreement", _ABLATION),
+                     "{}_flow": _each("{}_flow", (*_JUDGE, *_COSTS)),
+                     "{}_gan": _each("{}_gan", (*_JUDGE, *_COSTS)),
+                     "{}_gan_cond": _each("{}_gan_cond", (*_JUDGE, *_VARIETY, *_COSTS)),
+                     "{}_flow_{}": _each("{}_flow_{}", (*_JUDGE, *_VARIETY, _COSTS[1]), ("w2",))},
+}
+
+
+def _template(node: ast.expr) -> str:
+    """A key of a ``**`` expansion as a template: ``f"fid_{m}_best"`` gives ``fid_{}_best``."""
+    if isinstance(node, ast.JoinedStr):
+        return "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+    return node.value if isinstance(node, ast.Constant) else ast.unparse(node)
+
+
+def recorded_metrics(path: Path) -> tuple[set[str], set[str]]:
+    """The metric names of a notebook's ``*.record(...)`` calls: (keyword names, templates of
+    its ``**`` expansions: each key of a dict or dict comprehension, any other expression as
+    written)."""
+    names: set[str] = set()
+    templates: set[str] = set()
+    for cell in nbformat.read(path, as_version=4).cells:
+        if cell.cell_type != "code":
+            continue
+        plain = re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass", cell.source)  # IPython magics
+        for node in ast.walk(ast.parse(plain)):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                    and node.func.attr == "record"):
+                continue
+            for kw in node.keywords:
+                if kw.arg is not None:
+                    names.add(kw.arg)
+                elif isinstance(kw.value, ast.Dict):
+                    templates |= {_template(k) for k in kw.value.keys if k is not None}
+                elif isinstance(kw.value, ast.DictComp):
+                    templates.add(_template(kw.value.key))
+                else:
+                    templates.add(ast.unparse(kw.value))
+    return names, templates
+
+
+def chapter_metric_keys(path: Path) -> set[str]:
+    """Every key the chapter can record: its keyword names and its expansions' listed keys."""
+    dynamic = {**DYNAMIC_METRICS, "09_seed_errata": _errata_keys()}.get(path.stem, {})
+    return recorded_metrics(path)[0] | {key for keys in dynamic.values() for key in keys}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_recorded_metric_is_described(path):
+    _, templates = recorded_metrics(path)
+    dynamic = {**DYNAMIC_METRICS, "09_seed_errata": _errata_keys()}.get(path.stem, {})
+    assert templates == set(dynamic), (
+        f"{path.name}: its ** expansions in record() are {sorted(templates)}; list each one's keys "
+        "in DYNAMIC_METRICS (tests/test_book.py) and describe them in book/metrics.yml")
+    for template, keys in dynamic.items():  # an f-string's keys fit it; a call's are as listed
+        pattern = re.escape(template).replace(r"\{\}", ".*")
+        assert keys and ("{}" not in template or all(re.fullmatch(pattern, k) for k in keys)), keys
+    described = {**METRIC_DESCRIPTIONS["_shared"], **METRIC_DESCRIPTIONS.get(path.stem, {})}
+    missing = sorted(chapter_metric_keys(path) - set(described))
+    assert missing == [], f"{path.name} records metrics book/metrics.yml lacks: {missing}"
+
+
+def test_no_metric_description_is_stale_and_each_is_short_and_has_a_unit():
+    from aigc_utils.book import _META
+
+    recorded = {p.stem: chapter_metric_keys(p) for p in NOTEBOOKS}
+    stale = [f"{stem}: {key}" for stem, keys in METRIC_DESCRIPTIONS.items() if stem != "_shared"
+             for key in keys if key not in recorded.get(stem, set())]
+    stale += [f"_shared: {key}" for key in METRIC_DESCRIPTIONS["_shared"]
+              if key not in _META and not any(key in keys for keys in recorded.values())]
+    assert stale == [], f"book/metrics.yml describes metrics no chapter records: {stale}"
+    for stem, keys in METRIC_DESCRIPTIONS.items():
+        for key, about in keys.items():
+            assert set(about) == {"what", "unit"} and about["what"] and about["unit"], (stem, key)
+            assert len(about["what"].split()) <= 15, f"{stem}: {key}: say it in 15 words or fewer"
+            assert "|" not in about["what"] + about["unit"], f"{stem}: {key}: '|' ends a table cell"
+
+
+def test_dashboard_describes_each_metric_and_shows_counts_as_integers(tmp_path):
+    from aigc_utils.book import dashboard_markdown, metric_value
+
+    record = {"profile": "smoke", "device": "cpu", "torch": "2.0", "finished_at": "2026-01-01",
+              "fid_norm": 0.0723456, "class_coverage": 8.0, "tokens_seen": 2560123.7,
+              "n_eval": 3000, "ratio": 12345.0, "unknown": 0.5, "seconds": 12.5}
+    (tmp_path / "ch.json").write_text(json.dumps(record))
+    descriptions = {
+        "ch": {"fid_norm": {"what": "FID, normalised: 0 = real data", "unit": "—"},
+               "class_coverage": {"what": "Classes covered", "unit": "count"},
+               "tokens_seen": {"what": "Tokens read", "unit": "count"},
+               "ratio": {"what": "A over B", "unit": "×"}},
+        "_shared": {"n_eval": {"what": "Samples judged", "unit": "count"}},
+    }
+    page = dashboard_markdown(["ch"], {"ch": "Chapter"}, tmp_path, descriptions=descriptions)
+    assert "| Metric | What it measures | Value | Unit |\n|---|---|---|---|" in page
+    assert "| `fid_norm` | FID, normalised: 0 = real data | 0.07235 | — |" in page
+    assert "| `class_coverage` | Classes covered | 8 | count |" in page  # not 8.0
+    assert "| `tokens_seen` | Tokens read | 2,560,124 | count |" in page  # not 2.56e+06
+    assert "| `n_eval` | Samples judged | 3,000 | count |" in page  # from _shared
+    assert "| `ratio` | A over B | 1.234e+04 | × |" in page  # a float that is not a count
+    assert "| `unknown` |  | 0.5 |  |" in page and "`seconds`" not in page  # run facts stay out
+    assert metric_value(True) == "1" and metric_value(float("nan"), "count") == "nan"

@@ -56,7 +56,22 @@ def test_show_source_renders_the_real_source(monkeypatch):
     shown = []
     monkeypatch.setattr(IPython.display, "display", shown.append)
     display.show_source(chapter.glue)
-    assert shown[0].data == f"```python\n{inspect.getsource(chapter.glue).rstrip()}\n```"
+    source = inspect.getsource(chapter.glue).rstrip()
+    doc = inspect.getdoc(chapter.glue)
+    code = source.replace(f'    """{doc}"""\n', "")  # the docstring is prose above the code
+    assert code != source and shown[0].data.endswith(f"```python\n{code}\n```")
+    assert shown[0].data.startswith("**`glue`** — Make `value` available")  # reST's ``value`` as Markdown
+
+
+def test_show_source_folds_a_long_listing_and_renders_roles():
+    from aigc_utils.core.train import fit
+
+    text = display.source_markdown(fit)
+    doc, code = display.split_docstring(inspect.getsource(fit))
+    assert '"""' not in code and code.startswith("def fit(") and code in text
+    assert ("<details>" in text) == (code.count("\n") + 1 > display.FOLD_LINES)
+    assert display.docstring_as_markdown("Calls :func:`fit` on ``x``.\n\nMore.") == (
+        "Calls `fit` on `x`.\n\nMore.")
 
 
 @torch.no_grad()

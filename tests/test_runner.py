@@ -218,3 +218,32 @@ def test_series_lose_their_dtype_footer_on_the_page():
     runner.drop_dtype_footers(nb)
     shown = [o["data"]["text/plain"] for o in nb.cells[0].outputs]
     assert shown == ["a    1.0\nb    2.0", "a    1", "x\ndtype: a"]  # with HTML, the text is not shown
+
+
+def test_pdf_bookmarks_get_their_headings_own_text():
+    """Chromium's bookmarks lose the spaces at a heading's line breaks; retitle_outline restores the
+    heading's text in an incremental update that PDF readers accept."""
+    import io
+
+    from playwright.sync_api import sync_playwright
+    from pypdf import PdfReader
+
+    long = "a heading long enough to wrap across two lines of the page"
+    page_html = "".join(f"<h1>Chapter {i}: {long}, {i}</h1><p>{'text ' * 300}</p><h2>§{i}.1 “引号”</h2>"
+                        for i in range(2))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=runner.chromium_path(), args=["--no-sandbox"])
+        page = browser.new_page()
+        page.set_content(page_html)
+        data = page.pdf(format="A4", outline=True, tagged=True)
+        headings = page.eval_on_selector_all("h1, h2", "hs => hs.map(h => h.innerText.trim())")
+        browser.close()
+
+    def titles(pdf: bytes) -> list[str]:
+        flat = lambda items: [t for i in items for t in (flat(i) if isinstance(i, list) else [i.title])]
+        return flat(PdfReader(io.BytesIO(pdf)).outline)
+
+    assert titles(data) != headings  # "…across twolines…": the break's space is lost
+    fixed = runner.retitle_outline(data, headings)
+    assert fixed.startswith(data) and titles(fixed) == headings
+    assert len(PdfReader(io.BytesIO(fixed)).pages) == len(PdfReader(io.BytesIO(data)).pages)

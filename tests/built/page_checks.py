@@ -1,4 +1,4 @@
-"""What a reader would notice on a built page, checked in headless Chromium at 1400 px.
+"""What a reader would notice on a built page, checked in headless Chromium at 1400 px (and 390 px).
 
 ``inspect_page`` loads a page once, waits for MathJax and mermaid, and collects facts with one script
 (``COLLECT``); ``problems`` turns the facts into complaints, one function per check:
@@ -22,22 +22,26 @@
   figure fails when ``dpi·r/96 < 0.9`` (10 pt would read below 9 pt). A retina PNG (200 dpi) shown at
   half its pixel width has ``200·0.5/96 = 1.04``: fine; a 100 dpi figure squeezed into 80 % of its
   width has ``0.83``: fails.
+- ``phone``: at a phone's 390 px the page itself is wider than the window (boxes may scroll inside).
+- ``escapes``: a table cell that shows ``\\n`` or ``\\t`` where its text had a line break or a tab.
+- ``machine_paths``: visible text naming a folder of the machine that built the page (``…/site-packages/…``,
+  ``/tmp/tmp…``, a home folder).
 - ``console``: a console error, an uncaught exception, a failed request, a response of 400 or more, or a
   request to anywhere but the book's own server (pages must read offline).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import http.server
 import re
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from aigc_utils.runner import serve  # noqa: F401  (the tests serve built pages with it)
+
 WIDTH, HEIGHT = 1400, 900
+PHONE = 390  # a phone's width: the page itself must not scroll sideways there
 TRACEBACK_LINES = 5
 MIN_TEXT_SCALE = 0.9
 FILE_HOST = re.compile(r"\.(md|ipynb|py|txt|ya?ml|json|toml|cfg|csv)$", re.I)
@@ -105,6 +109,14 @@ COLLECT = r"""
     else if (el.matches('pre, table, img, svg, mjx-container, .math, .cell_output > *') && rect.right > column.right + 1)
       facts.boxes.push({what, text, why: `sticks out of the column by ${Math.round(rect.right - column.right)} px`});
   }
+  facts.escapes = [];
+  for (const cell of article.querySelectorAll('td, th')) {
+    const text = cell.textContent;
+    if (/\\n|\\t/.test(text)) facts.escapes.push(text.replace(/\s+/g, ' ').trim().slice(0, 80));
+  }
+  facts.paths = [];
+  for (const m of document.body.innerText.matchAll(/(?<![…\w.-])(?:\/[\w.-]+)+\/(?:site-packages|lib\/python3\.\d+|\.venv)\/\S*|\/tmp\/tmp\w+\S*|\/root\/\S*|\/home\/\w+\/\S*/g))
+    facts.paths.push(m[0].slice(0, 100));
   for (const a of document.querySelectorAll('a[href]')) facts.links.push(a.href);
   for (const img of document.querySelectorAll('img')) {
     const rect = img.getBoundingClientRect();
@@ -121,24 +133,6 @@ class PageFacts:
     url: str
     facts: dict
     console: list[str] = field(default_factory=list)
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # keep the test output clean
-        pass
-
-
-@contextlib.contextmanager
-def serve(directory: Path):
-    """Serve ``directory`` on a free loopback port; yields the base URL."""
-    handler = functools.partial(_Quiet, directory=str(directory))
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
 
 
 def inspect_page(browser, url: str) -> PageFacts:
@@ -160,6 +154,9 @@ def inspect_page(browser, url: str) -> PageFacts:
         )
         page.wait_for_timeout(100)  # late console messages
         facts = page.evaluate(COLLECT)
+        page.set_viewport_size({"width": PHONE, "height": HEIGHT})  # the same page on a phone
+        page.wait_for_timeout(50)
+        facts["phone"] = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
     finally:
         page.close()
     return PageFacts(url, facts, console)
@@ -263,12 +260,29 @@ def alt_text(f: PageFacts) -> list[str]:
             if img["output"] and (not img["alt"].strip() or re.search(r"\.(png|jpe?g|svg)$|^\.{1,2}/|_images/", img["alt"]))]
 
 
+def phone(f: PageFacts) -> list[str]:
+    """At a phone's 390 px the page itself does not scroll sideways (a wide box may, inside itself)."""
+    wide, window = f.facts["phone"]
+    return [f"page is {wide} px wide in a {window} px phone window"] if wide > window else []
+
+
+def escapes(f: PageFacts) -> list[str]:
+    """A table cell that shows an escape (``\\n``, ``\\t``) where the text had a line break or a tab."""
+    return [f"escape shown in a table cell: {s}" for s in f.facts["escapes"]]
+
+
+def machine_paths(f: PageFacts) -> list[str]:
+    """Visible text that names a folder of the machine that built the page."""
+    return [f"path of the building machine shown: {s}" for s in f.facts["paths"]]
+
+
 def console(f: PageFacts) -> list[str]:
     return list(f.console)
 
 
 CHECKS = {"raw_math": raw_math, "raw_tables": raw_tables, "tracebacks": tracebacks, "noise": noise,
-          "overflow": overflow, "alt_text": alt_text, "console": console}
+          "overflow": overflow, "phone": phone, "alt_text": alt_text, "escapes": escapes, "machine_paths": machine_paths,
+          "console": console}
 CHECKS_WITH_ROOT = {"links": links, "small_text": small_text}
 
 

@@ -122,3 +122,34 @@ def test_smoke_runs_with_the_same_seed_agree(tmp_path):
                 metrics.pop(key)
         assert first == second, stem
 
+
+
+def test_the_whole_book_is_one_pdf_linked_from_the_landing_page():
+    """`aigc-book build` prints the whole book with Chromium: the landing page links the PDF, its bookmarks
+    are the book's headings, each chapter starts on its bookmarked page with its stamp, and the math on
+    the page of chapter 01's backward pass is typeset (no TeX source left in the text)."""
+    from pypdf import PdfReader
+
+    from aigc_utils.book import notebook_title
+    from aigc_utils.runner import PDF_NAME
+
+    pdf = HTML / PDF_NAME
+    assert pdf.is_file(), f"no {PDF_NAME} in _build/html"
+    assert f'href="../{PDF_NAME}"' in (HTML / "book" / "intro.html").read_text(encoding="utf-8")
+    reader = PdfReader(pdf)
+    assert len(reader.pages) >= 5 * len(NOTEBOOKS), len(reader.pages)
+
+    def bookmarks(outline: list) -> list:
+        return [b for item in outline for b in (bookmarks(item) if isinstance(item, list) else [item])]
+
+    def page_text(bookmark) -> str:
+        first = reader.get_destination_page_number(bookmark)
+        return "\n".join(reader.pages[i].extract_text() for i in range(first, first + 2))
+
+    marks = {b.title.replace("’", "'"): b for b in bookmarks(reader.outline)}  # typographic quotes
+    for nb in NOTEBOOKS:
+        title = notebook_title(nb).replace("’", "'")
+        assert title in marks, f"{nb.stem} is not among the PDF's bookmarks"
+        assert "Last run" in page_text(marks[title]), f"{nb.stem}: no stamp on its first pages"
+    math = page_text(marks["3. The backward pass, and how to know it is right"])
+    assert "∂" in math and not re.search(r"\\frac|\\begin\{|\$\$", math), math[:300]

@@ -39,13 +39,17 @@ BODY = {
     "missing_image": '<img src="nothing.png" alt="never there">',
     "outside": '<img src="http://198.51.100.1/cdn.png" alt="from a server outside the book">',
     "alt_path": '<div class="cell_output"><img src="sharp.png" width="200" alt="_build/abc123.png"></div>',
+    "escape_cell": r"<table><tr><td>And God said\n\nLet there be</td></tr></table>",
+    "phone_wide": '<div style="width: 700px">a box as wide as a desktop column</div>',
+    "machine_path": '<div class="cell_output"><pre>File /srv/.venv/lib/python3.11/x.py</pre></div>',
 }
 EXPECTED = {
     "dollar": "raw_math", "untypeset": "raw_math", "pipes": "raw_tables", "pipes_output": "raw_tables",
     "trace": "tracebacks", "noise": "noise", "noise_log": "noise", "wide_pre": "overflow",
     "wide_table": "overflow", "missing_page": "links", "missing_anchor": "links", "file_host": "links",
     "small_figure": "small_text", "console_error": "console", "missing_image": "console",
-    "outside": "console", "alt_path": "alt_text",
+    "outside": "console", "alt_path": "alt_text", "escape_cell": "escapes", "machine_path": "machine_paths",
+    "phone_wide": "phone",
 }
 
 
@@ -54,7 +58,7 @@ def site(tmp_path_factory):
     root = tmp_path_factory.mktemp("site")
     for name, body in BODY.items():
         html = (f"<!doctype html><html><head><meta charset='utf-8'><link rel='icon' href='data:,'></head>"
-                f"<body><article style='width: 800px'>{body.replace('TRACE', TRACE)}</article></body></html>")
+                f"<body><article style='max-width: 800px'>{body.replace('TRACE', TRACE)}</article></body></html>")
         (root / f"{name}.html").write_text(html, encoding="utf-8")
     (root / "sub").mkdir()
     (root / "sub" / "index.html").write_text("<!doctype html><title>sub</title>")
