@@ -17,6 +17,7 @@ import html
 import http.server
 import json
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -373,6 +374,37 @@ def drop_dtype_footers(nb: nbformat.NotebookNode) -> None:
                 data["text/plain"] = _DTYPE_FOOTER.sub("", data["text/plain"])
 
 
+PHOTO_MIN_BYTES, PHOTO_MIN_COLOURS = 200_000, 4096
+
+
+def photos_as_jpeg(nb: nbformat.NotebookNode, quality: int = 88) -> None:
+    """A figure that is a photograph (a PNG over ``PHOTO_MIN_BYTES`` with more than
+    ``PHOTO_MIN_COLOURS`` colours: plots and Fashion-MNIST grids have far fewer) goes on the page as a
+    JPEG, several times smaller; the notebook keeps its PNG."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            raw = base64.b64decode(data.get("image/png", "")) if "image/png" in data else b""
+            if len(raw) < PHOTO_MIN_BYTES:
+                continue
+            with Image.open(io.BytesIO(raw)) as image:
+                rgb = image.convert("RGB")
+                if rgb.getcolors(maxcolors=PHOTO_MIN_COLOURS) is not None:
+                    continue  # few colours: line art, which JPEG would blur
+                out = io.BytesIO()
+                rgb.save(out, "JPEG", quality=quality, dpi=image.info.get("dpi", (96, 96)))
+            data["image/jpeg"] = base64.b64encode(out.getvalue()).decode("ascii")
+            del data["image/png"]
+            meta = output.get("metadata", {})
+            if "image/png" in meta:
+                meta["image/jpeg"] = meta.pop("image/png")
+
+
 def drop_progress_bars(nb: nbformat.NotebookNode) -> None:
     """Remove progress bars (tqdm's lines, a widget's final text) from the outputs: they are for whoever
     runs the notebook; the page shows what the run measured."""
@@ -469,7 +501,8 @@ def stage_book(root: Path = Path(".")) -> Path:
         hide_temp_folders(nb)
         drop_dtype_footers(nb)
         drop_progress_bars(nb)
-        alt_text_to_cell_options(nb)
+        alt_text_to_cell_options(nb)  # before photos_as_jpeg: it reads the PNG's alt text
+        photos_as_jpeg(nb)
         export_marks_to_notes(nb)
         first_screen(nb)
         nbformat.write(nb, STAGE / "notebooks" / source.name)
@@ -555,25 +588,45 @@ _WHOLE_BOOK_STYLE = """<style>
 _ARTICLE = re.compile(r'(<article class="bd-article"[^>]*>)(.*)(</article>)', re.S)
 
 
-def whole_book_page(html: Path, stage: Path) -> Path:
+def whole_book_page(site: Path, stage: Path) -> Path:
     """One page holding every page of the built site in reading order, for printing: the article of
     each page, in the frame (styles, MathJax, mermaid) of the first page that loads both. Every
     page sits one folder deep (book/, notebooks/), so their relative links to images and styles hold
-    beside them."""
-    pages = [html / f"{doc}.html" for doc in toc_documents(stage)]
-    texts = [page.read_text(encoding="utf-8") for page in pages if page.is_file()]
-    frame = next((t for t in texts if "mathjax" in t.split("</head>")[0] and "mermaid" in t), texts[0])
+    beside them. Page k's ids get the prefix ``pk-`` and links between pages become links inside the
+    document (a link to anything else loses its target: the PDF has no server); folds open, except
+    error traces."""
+    docs = [doc for doc in toc_documents(stage) if (site / f"{doc}.html").is_file()]
+    texts = [(site / f"{doc}.html").read_text(encoding="utf-8") for doc in docs]
+    frame = next((t for t in texts if "mathjax" in t.split("</head>")[0] and "mermaid" in t), None)
+    body = _ARTICLE.search(frame or "")
+    if frame is None or body is None:
+        raise RunnerError("no built page has an article with MathJax and mermaid: the theme changed?")
+    index = {f"{doc}.html": k for k, doc in enumerate(docs)}
+
+    def link(k: int, doc: str, match: re.Match) -> str:
+        target = match[1]
+        if re.match(r"[a-z]+:", target):
+            return match[0]  # http(s), mailto, data
+        path, _, frag = target.partition("#")
+        j = index.get(posixpath.normpath(posixpath.join(posixpath.dirname(doc), path))) if path else k
+        if j is None:
+            return f'data-href="{target}"'
+        return f'href="#p{j}-{frag}"' if frag else f'href="#p{j}"'
+
     articles = []
-    for text in texts:
+    for k, (doc, text) in enumerate(zip(docs, texts)):
         found = _ARTICLE.search(text)
         if found:
-            articles.append(f'<div class="aigc-printed-page">{found[2]}</div>')
-    body = _ARTICLE.search(frame)
-    if body is None:
-        raise RunnerError("the built pages have no <article class=\"bd-article\">: the theme changed")
+            part = re.sub(r'\bid="([^"]+)"', lambda m: f'id="p{k}-{m[1]}"', found[2])
+            part = re.sub(r'href="([^"]*)"', lambda m: link(k, doc, m), part)
+            part = re.sub(r'<details(?![^>]*aigc-traceback)', "<details open", part)
+            articles.append(f'<div class="aigc-printed-page" id="p{k}">{part}</div>')
+    title = yaml.safe_load((stage / "_config.yml").read_text(encoding="utf-8"))["title"]
     whole = frame[: body.start(2)] + "\n".join(articles) + frame[body.end(2) :]
+    whole = re.sub(r"<title>.*?</title>", lambda _: f"<title>{html.escape(title)}</title>", whole,
+                   count=1, flags=re.S)
     whole = whole.replace("</head>", _WHOLE_BOOK_STYLE + "</head>", 1)
-    out = html / "book" / "whole-book.html"
+    out = site / "book" / "whole-book.html"
     out.write_text(whole, encoding="utf-8")
     return out
 
@@ -581,6 +634,7 @@ def whole_book_page(html: Path, stage: Path) -> Path:
 def build_pdf(stage: Path) -> Path:
     """The whole book as one PDF, with no LaTeX: every built page in one (``whole_book_page``), served
     on the loopback and printed by Chromium once MathJax and mermaid have drawn."""
+    from playwright.sync_api import Error as PlaywrightError
     from playwright.sync_api import sync_playwright
 
     pdf, whole = HTML / PDF_NAME, whole_book_page(HTML, stage)
@@ -603,6 +657,8 @@ def build_pdf(stage: Path) -> Path:
                 "article h1, article h2, article h3, article h4, article h5, article h6",
                 "hs => hs.map(h => h.innerText.replace(/[#¶]\\s*$/, '').trim())")
             browser.close()
+    except PlaywrightError as exc:  # a page that never finished drawing, a browser that failed
+        raise RunnerError(f"printing the PDF failed: {str(exc).splitlines()[0]}") from exc
     finally:
         whole.unlink()  # the page is for printing only; the site keeps its own pages
     atomic_write_bytes(pdf, lambda handle: handle.write(retitle_outline(data, headings)))
@@ -610,7 +666,7 @@ def build_pdf(stage: Path) -> Path:
     return pdf
 
 
-_PDF_OBJECT = re.compile(rb"(?m)^(\d+) 0 obj\s*(<<.*?>>)\s*endobj", re.S)
+_PDF_OBJECT = re.compile(rb"(?m)^(\d+) 0 obj\s*(<<.*?>>)\s*(?:endobj|stream\b)", re.S)
 _PDF_TITLE = re.compile(rb"/Title\s*(\((?:\\.|[^\\)])*\)|<[0-9A-Fa-f\s]*>)")
 
 
@@ -627,7 +683,7 @@ def _pdf_text(token: bytes) -> str:
 
 def retitle_outline(data: bytes, headings: list[str]) -> bytes:
     """Chromium titles the PDF's bookmarks with the heading as laid out: the spaces at its line breaks
-    lost, a heading split across two pages twice. Give each bookmark the heading's own text: the
+    lost, or a heading split across two pages written twice. Give each bookmark the heading's own text: the
     bookmarks follow the headings in order, and each is matched to the most similar of the next few. The new
     titles are appended as an incremental update (PDF 1.7, section 7.5.6): nothing else is rewritten.
     Chromium writes PDF 1.4 (no object streams), so its objects can be read where they stand."""
@@ -648,7 +704,7 @@ def retitle_outline(data: bytes, headings: list[str]) -> bytes:
     order, stack = [], [link(int(outlines[1]), b"First")]
     while stack:  # the bookmarks in document order (depth first)
         num = stack.pop()
-        if num is None or num not in objects:
+        if num is None or num not in objects or num in order:
             continue
         order.append(num)
         stack += [link(num, b"Next"), link(num, b"First")]
@@ -677,7 +733,8 @@ def retitle_outline(data: bytes, headings: list[str]) -> bytes:
         parts.append(chunk)
     table = b"".join(b"%d 1\n%010d 00000 n \n" % (num, offsets[num]) for num in sorted(offsets))
     info = re.findall(rb"/Info\s+(\d+) 0 R", data)
-    trailer = b"/Size %d /Root %s 0 R /Prev %s" % (max(objects) + 1, root[-1],
+    size = max(int(re.findall(rb"/Size\s+(\d+)", data)[-1]), max(objects) + 1)
+    trailer = b"/Size %d /Root %s 0 R /Prev %s" % (size, root[-1],
                                                   re.findall(rb"startxref\s+(\d+)", data)[-1])
     trailer += b" /Info %s 0 R" % info[-1] if info else b""
     parts.append(b"xref\n%strailer\n<< %s >>\nstartxref\n%d\n%%%%EOF\n" % (table, trailer, length))

@@ -63,15 +63,19 @@ def test_show_source_renders_the_real_source(monkeypatch):
     assert shown[0].data.startswith("**`glue`** — Make `value` available")  # reST's ``value`` as Markdown
 
 
-def test_show_source_folds_a_long_listing_and_renders_roles():
+def test_show_source_folds_a_long_listing_and_renders_roles(monkeypatch):
     from aigc_utils.core.train import fit
 
-    text = display.source_markdown(fit)
     doc, code = display.split_docstring(inspect.getsource(fit))
-    assert '"""' not in code and code.startswith("def fit(") and code in text
-    assert ("<details>" in text) == (code.count("\n") + 1 > display.FOLD_LINES)
+    assert '"""' not in code and code.startswith("def fit(") and doc.startswith("Run `steps`")
+    n = code.count("\n") + 1
+    for limit, folded in ((n, False), (n - 1, True)):
+        monkeypatch.setattr(display, "FOLD_LINES", limit)
+        text = display.source_markdown(fit)
+        assert code in text and ("<details>" in text) == folded
     assert display.docstring_as_markdown("Calls :func:`fit` on ``x``.\n\nMore.") == (
         "Calls `fit` on `x`.\n\nMore.")
+    assert display.docstring_as_markdown("as ``{glue:text}`name``` roles") == "as `` {glue:text}`name` `` roles"
 
 
 @torch.no_grad()

@@ -1,6 +1,7 @@
 """The runner on tiny notebooks: metrics files, failures named by cell, raises-exception honoured."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -246,4 +247,6 @@ def test_pdf_bookmarks_get_their_headings_own_text():
     assert titles(data) != headings  # "…across twolines…": the break's space is lost
     fixed = runner.retitle_outline(data, headings)
     assert fixed.startswith(data) and titles(fixed) == headings
+    size = [int(n) for n in re.findall(rb"/Size\s+(\d+)", fixed)]
+    assert size[-1] >= size[-2]  # the update's trailer counts every object the file had
     assert len(PdfReader(io.BytesIO(fixed)).pages) == len(PdfReader(io.BytesIO(data)).pages)

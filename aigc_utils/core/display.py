@@ -3,8 +3,8 @@
 A chapter's lesson function lives in the package (so tests and later chapters can call it) and the page
 renders its real source with :func:`show_source` — one implementation, shown where it is taught, so what
 the reader sees cannot drift from what runs. A test checks that the rendered code is the function's source.
-The docstring is read as prose above the code (its reST and TeX rendered, not shown raw), and a listing
-longer than a screen is folded.
+The docstring is read as prose above the code (its reST roles and literals as Markdown code, its
+``$…$`` math typeset), and a listing longer than a screen is folded.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def split_docstring(source: str) -> tuple[str, str]:
 
 def docstring_as_markdown(doc: str) -> str:
     """A docstring as prose: reST's ``code`` and :func:`name` roles as Markdown code, paragraphs joined."""
-    text = _ROLE.sub(r"`\1`", doc).replace("``", "`")
+    text = _ROLE.sub(r"`\1`", doc)
+    text = re.sub(r"``(.+?)``(?!`)", lambda m: f"`{m[1]}`" if "`" not in m[1] else f"`` {m[1]} ``", text)
     return "\n\n".join(" ".join(p.split()) for p in text.split("\n\n") if p.strip())
 
 

@@ -115,7 +115,9 @@ COLLECT = r"""
     if (/\\n|\\t/.test(text)) facts.escapes.push(text.replace(/\s+/g, ' ').trim().slice(0, 80));
   }
   facts.paths = [];
-  for (const m of document.body.innerText.matchAll(/(?<![…\w.-])(?:\/[\w.-]+)+\/(?:site-packages|lib\/python3\.\d+|\.venv)\/\S*|\/tmp\/tmp\w+\S*|\/root\/\S*|\/home\/\w+\/\S*/g))
+  const PATH = new RegExp('(?<![…\\w./-])(?:(?:/[\\w.-]+)+/(?:site-packages|lib/python3\\.\\d+|\\.venv)/\\S*'
+                          + '|/tmp/tmp\\w+\\S*|/root/\\S*|/home/\\w+/\\S*)', 'g');
+  for (const m of document.body.innerText.matchAll(PATH))
     facts.paths.push(m[0].slice(0, 100));
   for (const a of document.querySelectorAll('a[href]')) facts.links.push(a.href);
   for (const img of document.querySelectorAll('img')) {

@@ -153,3 +153,18 @@ def test_the_whole_book_is_one_pdf_linked_from_the_landing_page():
         assert "Last run" in page_text(marks[title]), f"{nb.stem}: no stamp on its first pages"
     math = page_text(marks["3. The backward pass, and how to know it is right"])
     assert "∂" in math and not re.search(r"\\frac|\\begin\{|\$\$", math), math[:300]
+
+
+def test_no_photograph_is_served_as_a_png():
+    """Photographs go on the page as JPEG (runner.photos_as_jpeg); PNG is for plots and line art."""
+    from PIL import Image
+
+    from aigc_utils.runner import PHOTO_MIN_BYTES, PHOTO_MIN_COLOURS
+
+    photos = []
+    for png in (HTML / "_images").glob("*.png"):
+        if png.stat().st_size >= PHOTO_MIN_BYTES:
+            with Image.open(png) as image:
+                if image.convert("RGB").getcolors(maxcolors=PHOTO_MIN_COLOURS) is None:
+                    photos.append(png.name)
+    assert not photos, photos

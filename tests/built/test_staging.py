@@ -50,3 +50,35 @@ def test_export_marks_read_as_notes_on_the_page():
     assert setup.source == "import torch" and "remove-cell" in alone.metadata["tags"]
     assert exported.source.splitlines()[0] == "# saved in aigc_utils.basics (later chapters import it from there)"
     assert plain.source == "f()  # not #| export"
+
+
+def test_photos_go_on_the_page_as_jpeg_and_line_art_stays_png():
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from aigc_utils.runner import PHOTO_MIN_BYTES, photos_as_jpeg
+
+    def png(pixels: np.ndarray) -> str:
+        out = io.BytesIO()
+        Image.fromarray(pixels).save(out, "PNG")
+        assert len(out.getvalue()) > PHOTO_MIN_BYTES
+        return base64.b64encode(out.getvalue()).decode()
+
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (400, 400, 3), dtype=np.uint8)  # every pixel its own colour
+    grid = rng.integers(0, 2, (1200, 1200), dtype=np.uint8) * 255  # big, but two colours
+    cells = []
+    for pixels in (photo, grid):
+        cell = nbformat.v4.new_code_cell("show()")
+        cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": png(pixels)},
+                                               metadata={"image/png": {"alt": "Figure: x"}})]
+        cells.append(cell)
+    nb = nbformat.v4.new_notebook(cells=cells)
+    photos_as_jpeg(nb)
+    photo_out, grid_out = (c.outputs[0] for c in nb.cells)
+    assert set(photo_out.data) == {"image/jpeg"} and photo_out.metadata["image/jpeg"]["alt"] == "Figure: x"
+    assert Image.open(io.BytesIO(base64.b64decode(photo_out.data["image/jpeg"]))).format == "JPEG"
+    assert set(grid_out.data) == {"image/png"}
