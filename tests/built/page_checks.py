@@ -1,4 +1,4 @@
-"""What a reader would notice on a built page, checked in headless Chromium at 1400 px (and 390 px).
+"""What a reader would notice on a built page, checked in headless Chromium at 1400 px (and 1280 and 390 px).
 
 ``inspect_page`` loads a page once, waits for MathJax and mermaid, and collects facts with one script
 (``COLLECT``); ``problems`` turns the facts into complaints, one function per check:
@@ -22,6 +22,7 @@
   figure fails when ``dpi·r/96 < 0.9`` (10 pt would read below 9 pt). A retina PNG (200 dpi) shown at
   half its pixel width has ``200·0.5/96 = 1.04``: fine; a 100 dpi figure squeezed into 80 % of its
   width has ``0.83``: fails.
+- ``laptop``: at a laptop's 1280 px a display equation or a table is wider than the column.
 - ``phone``: at a phone's 390 px the page itself is wider than the window (boxes may scroll inside).
 - ``escapes``: a table cell that shows ``\\n`` or ``\\t`` where its text had a line break or a tab.
 - ``machine_paths``: visible text naming a folder of the machine that built the page (``…/site-packages/…``,
@@ -42,6 +43,21 @@ from aigc_utils.runner import serve  # noqa: F401  (the tests serve built pages 
 
 WIDTH, HEIGHT = 1400, 900
 PHONE = 390  # a phone's width: the page itself must not scroll sideways there
+LAPTOP = 1280  # a laptop's width: equations and tables fit the column there too (code: at WIDTH)
+WIDE_AT_LAPTOP = """
+() => {
+  const article = document.querySelector('article.bd-article, article, main') || document.body;
+  const column = article.getBoundingClientRect();
+  const found = [];
+  for (const el of article.querySelectorAll('mjx-container[display="true"], table')) {
+    const rect = el.getBoundingClientRect();
+    if (rect.width && (el.scrollWidth > el.clientWidth + 1 || rect.right > column.right + 1))
+      found.push(`${el.tagName.toLowerCase()} ${Math.round(Math.max(el.scrollWidth, rect.width))} px wide, `
+                 + `${el.clientWidth} px shown: ${el.textContent.replace(/\\s+/g, ' ').slice(0, 60)}`);
+  }
+  return found;
+}
+"""
 TRACEBACK_LINES = 5
 MIN_TEXT_SCALE = 0.9
 FILE_HOST = re.compile(r"\.(md|ipynb|py|txt|ya?ml|json|toml|cfg|csv)$", re.I)
@@ -156,6 +172,9 @@ def inspect_page(browser, url: str) -> PageFacts:
         )
         page.wait_for_timeout(100)  # late console messages
         facts = page.evaluate(COLLECT)
+        page.set_viewport_size({"width": LAPTOP, "height": HEIGHT})  # a laptop's narrower column
+        page.wait_for_timeout(50)
+        facts["laptop"] = page.evaluate(WIDE_AT_LAPTOP)
         page.set_viewport_size({"width": PHONE, "height": HEIGHT})  # the same page on a phone
         page.wait_for_timeout(50)
         facts["phone"] = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
@@ -262,6 +281,11 @@ def alt_text(f: PageFacts) -> list[str]:
             if img["output"] and (not img["alt"].strip() or re.search(r"\.(png|jpe?g|svg)$|^\.{1,2}/|_images/", img["alt"]))]
 
 
+def laptop(f: PageFacts) -> list[str]:
+    """At a laptop's 1280 px every display equation and table still fits the (narrower) column."""
+    return [f"too wide at {LAPTOP} px: {s}" for s in f.facts["laptop"]]
+
+
 def phone(f: PageFacts) -> list[str]:
     """At a phone's 390 px the page itself does not scroll sideways (a wide box may, inside itself)."""
     wide, window = f.facts["phone"]
@@ -283,7 +307,7 @@ def console(f: PageFacts) -> list[str]:
 
 
 CHECKS = {"raw_math": raw_math, "raw_tables": raw_tables, "tracebacks": tracebacks, "noise": noise,
-          "overflow": overflow, "phone": phone, "alt_text": alt_text, "escapes": escapes, "machine_paths": machine_paths,
+          "overflow": overflow, "laptop": laptop, "phone": phone, "alt_text": alt_text, "escapes": escapes, "machine_paths": machine_paths,
           "console": console}
 CHECKS_WITH_ROOT = {"links": links, "small_text": small_text}
 

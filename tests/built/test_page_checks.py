@@ -40,6 +40,7 @@ BODY = {
     "outside": '<img src="http://198.51.100.1/cdn.png" alt="from a server outside the book">',
     "alt_path": '<div class="cell_output"><img src="sharp.png" width="200" alt="_build/abc123.png"></div>',
     "escape_cell": r"<table><tr><td>And God said\n\nLet there be</td></tr></table>",
+    "laptop_wide": "<table style='width: 1300px'><tr><td>a table as wide as a large screen</td></tr></table>",
     "phone_wide": '<div style="width: 700px">a box as wide as a desktop column</div>',
     "machine_path": '<div class="cell_output"><pre>File /srv/.venv/lib/python3.11/x.py</pre></div>',
 }
@@ -49,7 +50,7 @@ EXPECTED = {
     "wide_table": "overflow", "missing_page": "links", "missing_anchor": "links", "file_host": "links",
     "small_figure": "small_text", "console_error": "console", "missing_image": "console",
     "outside": "console", "alt_path": "alt_text", "escape_cell": "escapes", "machine_path": "machine_paths",
-    "phone_wide": "phone",
+    "phone_wide": "phone", "laptop_wide": "laptop",
 }
 
 
