@@ -12,7 +12,7 @@ import yaml
 
 from .core.assets import ASSETS, ONLINE_ONLY, ensure
 from .core.checkpoints import sha256_file
-from .core.results import bar_sides
+from .core.results import bar_sides, shown_number
 
 
 def vendor_static(static: Path) -> None:
@@ -148,11 +148,9 @@ def metric_value(value: object, unit: str = "") -> str:
     ``2,560,124``, not ``2.56e+06``); other floats to four significant digits."""
     if isinstance(value, bool):
         value = int(value)
-    if isinstance(value, float) and unit == "count" and math.isfinite(value) \
-            and (value.is_integer() or abs(value) >= 1000):
-        value = round(value)
-    if isinstance(value, int):
-        return f"{value:,}"
+    if isinstance(value, int) or (isinstance(value, float) and unit == "count" and math.isfinite(value)
+                                  and (value.is_integer() or abs(value) >= 1000)):
+        return shown_number(value)  # the Results cell's rule for whole numbers
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -683,10 +683,11 @@ def _pdf_text(token: bytes) -> str:
 
 def retitle_outline(data: bytes, headings: list[str]) -> bytes:
     """Chromium titles the PDF's bookmarks with the heading as laid out: the spaces at its line breaks
-    lost, or a heading split across two pages written twice. Give each bookmark the heading's own text: the
-    bookmarks follow the headings in order, and each is matched to the most similar of the next few. The new
-    titles are appended as an incremental update (PDF 1.7, section 7.5.6): nothing else is rewritten.
-    Chromium writes PDF 1.4 (no object streams), so its objects can be read where they stand."""
+    lost, or a heading split across two pages written twice. Give each bookmark the heading's own
+    text: the bookmarks follow the headings in order, and each is matched to the most similar of the
+    next few. The new titles are appended as an incremental update (PDF 1.7, section 7.5.6): nothing
+    else is rewritten. Chromium writes PDF 1.4 (no object streams), so its objects can be read where
+    they stand."""
 
     def key(text: str) -> str:
         return re.sub(r"\W", "", text)
@@ -701,12 +702,13 @@ def retitle_outline(data: bytes, headings: list[str]) -> bytes:
         found = re.search(rb"/" + name + rb"\s+(\d+) 0 R", objects.get(num, b""))
         return int(found[1]) if found else None
 
-    order, stack = [], [link(int(outlines[1]), b"First")]
+    order, seen, stack = [], set(), [link(int(outlines[1]), b"First")]
     while stack:  # the bookmarks in document order (depth first)
         num = stack.pop()
-        if num is None or num not in objects or num in order:
+        if num is None or num not in objects or num in seen:
             continue
         order.append(num)
+        seen.add(num)
         stack += [link(num, b"Next"), link(num, b"First")]
     changed, at = {}, 0
     for num in order:

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from aigc_utils.runner import toc_notebooks
+from test_generated import page_code
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
@@ -339,10 +340,7 @@ def recorded_metrics(path: Path) -> tuple[set[str], set[str]]:
     written)."""
     names: set[str] = set()
     templates: set[str] = set()
-    for cell in nbformat.read(path, as_version=4).cells:
-        if cell.cell_type != "code":
-            continue
-        plain = re.sub(r"(?m)^(\s*)[%!].*$", r"\1pass", cell.source)  # IPython magics
+    for plain in page_code(path.stem)[0]:  # code cells, IPython magics as `pass`
         for node in ast.walk(ast.parse(plain)):
             if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
                     and node.func.attr == "record"):
@@ -359,16 +357,20 @@ def recorded_metrics(path: Path) -> tuple[set[str], set[str]]:
     return names, templates
 
 
+def dynamic_metrics(stem: str) -> dict[str, list[str]]:
+    """The listed keys of a chapter's ``**`` expansions, by template."""
+    return {**DYNAMIC_METRICS, "09_seed_errata": _errata_keys()}.get(stem, {})
+
+
 def chapter_metric_keys(path: Path) -> set[str]:
     """Every key the chapter can record: its keyword names and its expansions' listed keys."""
-    dynamic = {**DYNAMIC_METRICS, "09_seed_errata": _errata_keys()}.get(path.stem, {})
-    return recorded_metrics(path)[0] | {key for keys in dynamic.values() for key in keys}
+    return recorded_metrics(path)[0] | {key for keys in dynamic_metrics(path.stem).values() for key in keys}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_recorded_metric_is_described(path):
     _, templates = recorded_metrics(path)
-    dynamic = {**DYNAMIC_METRICS, "09_seed_errata": _errata_keys()}.get(path.stem, {})
+    dynamic = dynamic_metrics(path.stem)
     assert templates == set(dynamic), (
         f"{path.name}: its ** expansions in record() are {sorted(templates)}; list each one's keys "
         "in DYNAMIC_METRICS (tests/test_book.py) and describe them in book/metrics.yml")

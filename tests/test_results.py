@@ -51,7 +51,7 @@ def test_the_results_table_shows_each_claim_with_its_values():
     page = table._repr_html_()
     assert "✓ holds" in page and "✗ FAILS" in page and "<summary>All 4 metrics" in page
     assert ">1,234<" in page and ">8<" in page  # counts as integers, not 8.0
-    assert results._shown(50279.84) == "50,280" and results._shown(8.5e-06) == "8.5e-06"
+    assert results.shown_number(50279.84) == "50,280" and results.shown_number(8.5e-06) == "8.5e-06"
     assert "[FAIL] modes >= n" in repr(table) and "  n      10" in repr(table)
 
 

@@ -59,7 +59,7 @@ def bar_sides(bar: str, numbers: Mapping[str, float | int]) -> tuple[float, str,
     return lhs, parts[1], rhs
 
 
-def _shown(value: float) -> str:
+def shown_number(value: float) -> str:
     """A number as a reader wants it: whole numbers and anything from 1,000 up without decimals (with
     thousands separators), others to four significant digits."""
     value = float(value)
@@ -79,12 +79,12 @@ class ResultsTable:
         if sides is None:
             return "—"
         lhs, op, rhs = sides
-        return f"{_shown(lhs)} {_SYMBOL[op]} {_shown(rhs)}"
+        return f"{shown_number(lhs)} {_SYMBOL[op]} {shown_number(rhs)}"
 
     def __repr__(self) -> str:
         width = max((len(k) for k in self.numbers), default=10)
         lines = [f"Results ({self.run})"]
-        lines += [f"  {key:<{width}}  {_shown(value)}" for key, value in self.numbers.items()]
+        lines += [f"  {key:<{width}}  {shown_number(value)}" for key, value in self.numbers.items()]
         lines += [f"  [{'pass' if ok else 'FAIL'}] {bar}" for bar, ok in self.outcomes.items()]
         return "\n".join(lines)
 
@@ -93,7 +93,7 @@ class ResultsTable:
         claims = "".join(
             f"<tr><td {cell}><code>{html.escape(bar)}</code></td><td {cell}>{self.measured(bar)}</td>"
             f"<td>{'✓ holds' if ok else '✗ FAILS'}</td></tr>" for bar, ok in self.outcomes.items())
-        values = "".join(f"<tr><td {cell}><code>{html.escape(k)}</code></td><td>{_shown(v)}</td></tr>"
+        values = "".join(f"<tr><td {cell}><code>{html.escape(k)}</code></td><td>{shown_number(v)}</td></tr>"
                          for k, v in self.numbers.items())
         table = '<table style="table-layout: fixed; width: 100%">'
         return (f"<p><b>Results</b> ({html.escape(self.run)}): the chapter's claims, each checked on "
