@@ -277,10 +277,8 @@ def train_dpo(policy: nn.Module, pairs: tuple[Tensor, Tensor, Tensor], ref_chose
         accuracy = (margin > 0).float().mean().item()
         return loss, {"margin": margin.mean().item(), "accuracy": accuracy}
 
-    policy.train()
-    history = fit(step, steps, opt, scheduler=sched, clip=1.0, desc=desc)
-    policy.eval()
-    return history
+    policy.eval()  # no dropout: log-probabilities comparable with the reference's, as in trl
+    return fit(step, steps, opt, scheduler=sched, clip=1.0, desc=desc)
 
 # %% ../notebooks/11_lora_dpo.ipynb #c11-37
 @torch.no_grad()
@@ -288,7 +286,8 @@ def kl_per_token(policy: nn.Module, reference: nn.Module, prompts: Tensor, compl
                  batch: int = 64) -> float:
     """Mean over the completions' positions of the exact KL(policy || reference) of the next-token
     distributions, summed over the whole vocabulary."""
-    policy.eval(), reference.eval()
+    policy.eval()
+    reference.eval()
     total = 0.0
     for i in range(0, len(prompts), batch):
         p = next_token_logp(policy, prompts[i : i + batch], completions[i : i + batch])
