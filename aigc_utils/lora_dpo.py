@@ -9,6 +9,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import islice
 
 import torch
 from torch import Tensor, nn
@@ -146,7 +147,8 @@ def prompt_ids(texts: Sequence[str], n: int, length: int, encode: Callable[[str]
     """(n, length): the first length tokens of n texts drawn with seed (texts that are too short are
     skipped)."""
     order = torch.randperm(len(texts), generator=torch.Generator().manual_seed(seed)).tolist()
-    chosen = [ids[:length] for ids in (encode(texts[i]) for i in order) if len(ids) > length]
+    encoded = (encode(texts[i]) for i in order)  # lazily: only as many as it takes
+    chosen = list(islice((ids[:length] for ids in encoded if len(ids) > length), n))
     if len(chosen) < n:
         raise ValueError(f"only {len(chosen)} texts have more than {length} tokens; ask for fewer")
     return torch.tensor(chosen[:n])
@@ -258,6 +260,7 @@ def train_dpo(policy: nn.Module, pairs: tuple[Tensor, Tensor, Tensor], ref_chose
     parameters that require gradients."""
     prompts, chosen, rejected = pairs
     device = next(policy.parameters()).device
+    ref_chosen, ref_rejected = ref_chosen.to(device), ref_rejected.to(device)
     g = torch.Generator().manual_seed(seed)
     epochs = math.ceil(steps * batch / len(prompts))
     order = torch.cat([torch.randperm(len(prompts), generator=g) for _ in range(epochs)])
@@ -272,8 +275,8 @@ def train_dpo(policy: nn.Module, pairs: tuple[Tensor, Tensor, Tensor], ref_chose
         both = completion_logprobs(policy, torch.cat([prompts[b], prompts[b]]),
                                    torch.cat([chosen[b], rejected[b]]))
         w, l = both[:n], both[n:]
-        margin = beta * ((w - ref_chosen[b].to(device)) - (l - ref_rejected[b].to(device)))
-        loss = dpo_loss(w, l, ref_chosen[b].to(device), ref_rejected[b].to(device), beta)
+        loss = dpo_loss(w, l, ref_chosen[b], ref_rejected[b], beta)
+        margin = beta * ((w - ref_chosen[b]) - (l - ref_rejected[b])).detach()  # implicit rewards
         accuracy = (margin > 0).float().mean().item()
         return loss, {"margin": margin.mean().item(), "accuracy": accuracy}
 

@@ -339,18 +339,24 @@ def test_the_pretrained_base_repeats_whatever_the_hash_seed_and_differs_only_by_
     assert c["losses"] == pytest.approx(a["losses"], rel=1e-5)  # rounding, not another run
 
 
-def test_the_appendix_loads_chapter_06s_base_at_chapter_06s_sizes():
-    """Appendix C asks chapter 06's load_base_model for the same model chapter 06 pretrains (so a whole-book
-    run loads it from the cache): the base's sizes agree in every profile."""
+BASE_SIZES = ["hub_model", "n_layer", "n_embd", "n_head", "context", "batch_size", "pretrain_steps",
+              "pretrain_lr", "warmup"]  # fmt: skip
+
+
+@pytest.mark.parametrize("stem, keys", [
+    ("A1_training_tooling", [*BASE_SIZES, "finetune_steps", "finetune_lr", "hub"]),
+    ("11_lora_dpo", BASE_SIZES),  # its hub entry holds chapter 11's own learning rates
+])  # fmt: skip
+def test_pages_on_chapter_06s_base_load_it_at_chapter_06s_sizes(stem, keys):
+    """Appendix C and chapter 11 ask chapter 06's load_base_model for the same model chapter 06
+    pretrains (so a whole-book run loads it from the cache): the base's sizes agree in every profile."""
     from conftest import notebook_parameters
 
     chapter = notebook_parameters("06_gpt2_finetuning")["SIZES"]
-    appendix = notebook_parameters("A1_training_tooling")["SIZES"]
-    base = ["hub_model", "n_layer", "n_embd", "n_head", "context", "batch_size", "pretrain_steps",
-            "pretrain_lr", "warmup", "finetune_steps", "finetune_lr", "hub"]  # fmt: skip
-    assert set(chapter) == set(appendix)
+    page = notebook_parameters(stem)["SIZES"]
+    assert set(chapter) == set(page)
     for profile in chapter:
-        assert {k: chapter[profile][k] for k in base} == {k: appendix[profile][k] for k in base}, profile
+        assert {k: chapter[profile][k] for k in keys} == {k: page[profile][k] for k in keys}, profile
 
 
 def test_pretrained_tiny_gpt2_is_cached(tmp_cache):

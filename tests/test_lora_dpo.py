@@ -1,5 +1,6 @@
 """Chapter 11: the hand-written LoRA against peft, the DPO loss against trl and against its closed form,
-the exact KL, the judge, the pairs, the sampler, the sizes shared with chapter 06 and the gpu profile.
+the exact KL, the judge, the pairs, the sampler and the gpu profile (the sizes shared with chapter 06 are
+checked in test_gpt2_finetune).
 
 ``aigc_utils.lora_dpo`` is generated from the notebook's ``#| export`` cells."""
 
@@ -190,18 +191,6 @@ def test_prompts_are_cut_from_sentences_and_too_few_is_a_clear_error():
     assert l11.prompt_ids(found, 1, 3, encode, seed=0).tolist() == [encode(found[0])[:3]]
     with pytest.raises(ValueError, match="ask for fewer"):
         l11.prompt_ids(found, 2, 3, encode, seed=0)
-
-
-def test_the_base_model_sizes_are_chapter_06s():
-    from conftest import notebook_parameters
-
-    chapter = notebook_parameters("06_gpt2_finetuning")["SIZES"]
-    here = notebook_parameters("11_lora_dpo")["SIZES"]
-    base = ["hub_model", "n_layer", "n_embd", "n_head", "context", "batch_size", "pretrain_steps",
-            "pretrain_lr", "warmup"]  # fmt: skip
-    assert set(chapter) == set(here)
-    for profile in chapter:
-        assert {k: chapter[profile][k] for k in base} == {k: here[profile][k] for k in base}, profile
 
 
 def test_gpu_profile_builds_and_takes_a_dpo_step_with_lora():
